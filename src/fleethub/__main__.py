@@ -1,0 +1,3 @@
+from fleethub.cli.main import app
+
+app(prog_name="fleethub")
