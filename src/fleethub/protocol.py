@@ -119,6 +119,17 @@ class CommandResponse(msgspec.Struct, tag="command_response", tag_field="type"):
     data: CommandResult
 
 
+class Welcome(msgspec.Struct, tag="welcome", tag_field="type"):
+    """Server to robot, first frame: the newest state already stored.
+
+    A reconnecting robot treats every unacknowledged state at or before
+    ``last_timestamp`` as stored and resends only the later ones.
+    """
+
+    robot_id: str
+    last_timestamp: datetime | None
+
+
 class Ack(msgspec.Struct, tag="ack", tag_field="type"):
     """Server to robot: every state up to ``seq`` is durably stored or rejected."""
 
@@ -142,7 +153,7 @@ class ErrorFrame(msgspec.Struct, tag="error", tag_field="type", omit_defaults=Tr
 
 
 RobotFrame = StateUpdate | CommandResponse
-ServerFrame = Ack | CommandFrame | ErrorFrame
+ServerFrame = Welcome | Ack | CommandFrame | ErrorFrame
 
 _robot_frame_decoder = msgspec.json.Decoder(RobotFrame)
 _server_frame_decoder = msgspec.json.Decoder(ServerFrame)
@@ -194,7 +205,7 @@ def decode_robot_frame(raw: bytes | str) -> StateUpdate | CommandResponse:
         match = _PATH.search(text)
         path = match.group("path") if match else None
         code = _classify(text, path)
-        return _raise_frame_error(code, text, raw, path)
+        raise FrameError(code, f"Invalid frame: {text}.", _peek_seq(raw), path) from None
     except msgspec.DecodeError as exc:
         text = str(exc)
         message = (
@@ -210,11 +221,6 @@ def _classify(text: str, path: str | None) -> str:
         if text.startswith(prefix):
             return code
     return "invalid_type"
-
-
-def _raise_frame_error(code: str, text: str, raw: bytes | str, path: str | None) -> Any:
-    seq = _peek_seq(raw)
-    raise FrameError(code, f"Invalid frame: {text}.", seq, path)
 
 
 def _peek_seq(raw: bytes | str) -> int | None:
@@ -235,6 +241,6 @@ def encode(frame: msgspec.Struct | dict[str, Any]) -> bytes:
     return _encoder.encode(frame)
 
 
-def decode_server_frame(raw: bytes | str) -> Ack | CommandFrame | ErrorFrame:
+def decode_server_frame(raw: bytes | str) -> Welcome | Ack | CommandFrame | ErrorFrame:
     """Decode a frame the server sent; used by the robot client."""
     return _server_frame_decoder.decode(raw)

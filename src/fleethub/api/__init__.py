@@ -1,0 +1,1 @@
+"""The HTTP API: REST routes, WebSocket endpoints and error mapping."""

@@ -1,0 +1,106 @@
+"""Robots: list, latest state, telemetry history, analytics and commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from fleethub.api.deps import RobotId, ServicesDep
+from fleethub.api.errors import error_responses
+from fleethub.api.params import aware, check_range, decode_time_cursor, encode_time_cursor
+from fleethub.errors import NotFound
+from fleethub.live.base import RobotSnapshot
+from fleethub.services import Services
+
+router = APIRouter(prefix="/api/robots", tags=["robots"])
+
+
+class CommandRequest(BaseModel):
+    """A command for one robot."""
+
+    type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _snapshot(snapshot: RobotSnapshot) -> dict[str, Any]:
+    return msgspec.to_builtins(snapshot)
+
+
+async def _known_robot(services: Services, robot_id: str) -> RobotSnapshot | None:
+    snapshot = await services.live.get(robot_id)
+    if snapshot is None and robot_id not in await services.storage.robot_ids():
+        raise NotFound(f"Robot {robot_id!r} is not known.", robot_id=robot_id)
+    return snapshot
+
+
+@router.get("")
+async def list_robots(services: ServicesDep) -> list[dict[str, Any]]:
+    """List every known robot with its presence, last-seen time and latest state."""
+    live = {snapshot.robot_id: snapshot for snapshot in await services.live.all()}
+    robot_ids = sorted(set(live) | set(await services.storage.robot_ids()))
+    return [
+        _snapshot(live.get(robot_id) or RobotSnapshot(robot_id=robot_id, online=False))
+        for robot_id in robot_ids
+    ]
+
+
+@router.get("/{robot_id}/state", responses=error_responses(400, 404))
+async def robot_state(robot_id: RobotId, services: ServicesDep) -> dict[str, Any]:
+    """Return the robot's presence and latest state."""
+    snapshot = await _known_robot(services, robot_id)
+    return _snapshot(snapshot or RobotSnapshot(robot_id=robot_id, online=False))
+
+
+@router.get("/{robot_id}/telemetry", responses=error_responses(400, 404))
+async def robot_telemetry(
+    robot_id: RobotId,
+    services: ServicesDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Return stored states in a time range, oldest first, one page at a time."""
+    start, end = aware(start, "start"), aware(end, "end")
+    check_range(start, end)
+    limit = min(limit, services.settings.max_page_size)
+    await _known_robot(services, robot_id)
+    rows = await services.storage.telemetry(
+        robot_id, start, end, limit, after=decode_time_cursor(cursor)
+    )
+    next_cursor = encode_time_cursor(rows[-1].ts) if len(rows) == limit else None
+    return {
+        "robot_id": robot_id,
+        "items": [row._asdict() for row in rows],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.get("/{robot_id}/analytics", responses=error_responses(400, 404))
+async def robot_analytics(
+    robot_id: RobotId,
+    services: ServicesDep,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """Return distance, speed, operating hours, charging cycles and battery over a range."""
+    start, end = aware(start, "start"), aware(end, "end")
+    check_range(start, end)
+    await _known_robot(services, robot_id)
+    result = await services.storage.analytics(
+        robot_id, start, end, services.settings.analytics_max_gap_s
+    )
+    return msgspec.to_builtins(result)
+
+
+@router.post("/{robot_id}/commands", status_code=202, responses=error_responses(400, 404, 409))
+async def send_command(
+    robot_id: RobotId, body: CommandRequest, services: ServicesDep
+) -> dict[str, Any]:
+    """Send a command to a connected robot."""
+    await _known_robot(services, robot_id)
+    return await services.commands.send(robot_id, body.type, body.params)

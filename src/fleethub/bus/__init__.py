@@ -1,0 +1,1 @@
+"""The event bus: messages between parts of one process, or between processes."""

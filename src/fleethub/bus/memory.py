@@ -1,0 +1,33 @@
+"""The in-process event bus."""
+
+from __future__ import annotations
+
+from fleethub.bus.base import Subscription
+
+
+class MemoryBus:
+    """:class:`fleethub.bus.base.EventBus` within one process."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+
+    async def close(self) -> None:
+        for subscribers in self._subscribers.values():
+            for subscription in subscribers:
+                subscription.close()
+        self._subscribers.clear()
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        for subscription in self._subscribers.get(channel, ()):
+            subscription.deliver(channel, message)
+
+    def subscribe(self, channels: frozenset[str], maxsize: int = 1000) -> Subscription:
+        subscription = Subscription(channels, maxsize)
+        for channel in channels:
+            self._subscribers.setdefault(channel, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        for channel in subscription.channels:
+            self._subscribers.get(channel, set()).discard(subscription)
+        subscription.close()

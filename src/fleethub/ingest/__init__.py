@@ -1,0 +1,1 @@
+"""Ingest: validate robot states, keep live state, store telemetry, raise events."""

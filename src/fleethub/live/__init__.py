@@ -1,0 +1,1 @@
+"""Live state: the latest state and presence of every robot."""

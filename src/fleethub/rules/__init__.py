@@ -1,0 +1,1 @@
+"""Rules turn robot states into events."""

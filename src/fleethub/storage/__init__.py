@@ -1,0 +1,1 @@
+"""Durable storage: robots, telemetry, events and commands."""

@@ -1,0 +1,1 @@
+"""Robot links: the WebSocket protocol (and, later, other transports)."""
