@@ -1,0 +1,1 @@
+"""Readers that turn recorded robot logs into samples for ``fleethub replay``."""
