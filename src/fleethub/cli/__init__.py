@@ -1,0 +1,1 @@
+"""The ``fleethub`` command line."""

@@ -1,0 +1,145 @@
+"""``fleethub demo``: a server, a real robot log and a few simulated robots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fleethub.cli.server import RunningServer, running_server
+from fleethub.client.robot import RobotClient
+from fleethub.replay.carmen import intel_lab_log
+from fleethub.replay.runner import ReplayResult, replay
+from fleethub.settings import Settings
+from fleethub.sim.robots import SimConfig, make_robot, run_robot
+
+REPLAYED_ROBOT = "intel-lab"
+# Simulated batteries drain this many times faster than real ones, so that a
+# demo of a few minutes still shows robots going to charge.
+DEMO_BATTERY_TIME_SCALE = 20.0
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    console: Console,
+    progress: Progress,
+    speed: float,
+    robots: int,
+    exit_after_replay: bool,
+    summary_json: Path | None,
+    fresh_database: bool,
+) -> dict[str, Any]:
+    """Run the demo; return the summary once the replay is done."""
+    with contextlib.ExitStack() as stack:
+        if fresh_database and "FLEETHUB_DATABASE_URL" not in os.environ:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleethub-demo-"))
+            settings = settings.model_copy(
+                update={"database_url": f"sqlite+aiosqlite:///{folder}/fleethub.db"}
+            )
+        async with running_server(settings, migrate_schema=True) as server:
+            _print_banner(console, server, settings)
+            summary = await _run_fleet(server, console, progress, speed, robots, exit_after_replay)
+            _print_summary(console, summary)
+            if summary_json is not None:
+                summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+            return summary
+    raise AssertionError("unreachable")
+
+
+def _print_banner(console: Console, server: RunningServer, settings: Settings) -> None:
+    console.print(f"[bold green]fleethub[/] is serving on {server.http_url}")
+    console.print(f"  API docs:    {server.http_url}/docs")
+    console.print(f"  Robots:      {server.http_url}/api/robots")
+    console.print(f"  Robot link:  {server.ws_url}/ws/robots/<robot_id>")
+    console.print(f"  Database:    {settings.database_url}")
+
+
+async def _run_fleet(
+    server: RunningServer,
+    console: Console,
+    progress: Progress,
+    speed: float,
+    robots: int,
+    exit_after_replay: bool,
+) -> dict[str, Any]:
+    stop = asyncio.Event()
+    config = SimConfig(time_scale=DEMO_BATTERY_TIME_SCALE)
+    sims = [
+        asyncio.create_task(run_robot(make_robot(i, config), server.ws_url, stop))
+        for i in range(robots)
+    ]
+    with progress:
+        task = progress.add_task(f"replaying {REPLAYED_ROBOT}", total=None)
+        result = await replay(
+            intel_lab_log(),
+            server.ws_url,
+            REPLAYED_ROBOT,
+            speed=speed,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if not exit_after_replay:
+        console.print("Replay done; simulated robots keep running. Ctrl-C stops.")
+        await asyncio.Event().wait()
+    stop.set()
+    clients = await asyncio.gather(*sims)
+    return await _summary(server, result, clients)
+
+
+async def _summary(
+    server: RunningServer, result: ReplayResult, clients: list[RobotClient]
+) -> dict[str, Any]:
+    services = server.app.state.services
+    await services.telemetry_writer.wait_idle(30)
+    await services.event_writer.wait_idle(30)
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        robots = (await http.get("/api/robots")).json()
+        analytics = (await http.get(f"/api/robots/{REPLAYED_ROBOT}/analytics")).json()
+    sent = result.stats.sent + sum(client.stats.sent for client in clients)
+    acked = result.stats.acked + sum(client.stats.acked for client in clients)
+    return {
+        "robots": len(robots),
+        "states_sent": sent,
+        "states_acked": acked,
+        "states_rejected": _merge_counts(
+            [result.stats.rejected, *(client.stats.rejected for client in clients)]
+        ),
+        "telemetry_rows": await services.storage.count_telemetry(),
+        "events": await services.storage.event_counts(),
+        "replayed_robot": {
+            "robot_id": REPLAYED_ROBOT,
+            "distance_m": round(analytics["distance_m"], 3),
+            "avg_linear_velocity_mps": round(analytics["avg_linear_velocity_mps"] or 0.0, 4),
+            "operating_hours": round(analytics["operating_hours"], 4),
+            "samples": analytics["samples"],
+            "replay_seconds": round(result.wall_seconds, 2),
+        },
+    }
+
+
+def _merge_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for entry in counts:
+        for key, value in entry.items():
+            merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title="fleethub demo summary", show_header=False)
+    for key in ("robots", "states_sent", "states_acked", "telemetry_rows"):
+        table.add_row(key, str(summary[key]))
+    for event_type, count in sorted(summary["events"].items()):
+        table.add_row(f"events.{event_type}", str(count))
+    for key, value in summary["replayed_robot"].items():
+        table.add_row(f"{REPLAYED_ROBOT}.{key}", str(value))
+    console.print(table)

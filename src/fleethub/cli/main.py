@@ -1,0 +1,173 @@
+"""``fleethub``: serve, demo, replay, sim and migrate.
+
+Every option of ``serve`` and ``demo`` that names a setting falls back to its
+``FLEETHUB_*`` environment variable, so ``--database-url X`` and
+``FLEETHUB_DATABASE_URL=X`` do the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fleethub.logs import configure_logging
+from fleethub.settings import Settings
+
+app = typer.Typer(help="fleethub: a backend for fleets of mobile robots.", no_args_is_help=True)
+console = Console(stderr=True)
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [FLEETHUB_HOST].")]
+PortOpt = Annotated[int | None, typer.Option(help="TCP port, 0 for any free one [FLEETHUB_PORT].")]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(help="SQLAlchemy database URL [FLEETHUB_DATABASE_URL]."),
+]
+LogLevelOpt = Annotated[str | None, typer.Option(help="Log level [FLEETHUB_LOG_LEVEL].")]
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the CLI options given on top."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    database_url: DatabaseOpt = None,
+    log_level: LogLevelOpt = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Apply pending schema migrations first.")
+    ] = False,
+) -> None:
+    """Run the fleethub server until interrupted."""
+    from fleethub.api.app import create_app
+    from fleethub.cli.server import uvicorn_config
+
+    settings = build_settings(
+        host=host, port=port, database_url=database_url, log_level=log_level
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.Server(uvicorn_config(create_app(settings, migrate_schema=migrate), settings)).run()
+
+
+@app.command()
+def migrate(database_url: DatabaseOpt = None) -> None:
+    """Create or upgrade the database schema to this version."""
+    from fleethub.storage import migrate as migrations
+    from fleethub.storage.sql import create_engine
+
+    settings = build_settings(database_url=database_url)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            before = await migrations.current_revision(engine)
+            await migrations.upgrade(engine)
+            console.print(f"Schema upgraded from {before or 'empty'} to {migrations.head_revision()}.")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def replay(
+    log: Annotated[Path | None, typer.Argument(help="CARMEN log, plain or gzip; default: the bundled Intel Research Lab log.")] = None,
+    robot_id: Annotated[str, typer.Option(help="Robot id to replay as.")] = "intel-lab",
+    speed: Annotated[float, typer.Option(help="Replay rate against the log's clock; 0 sends as fast as acknowledged.")] = 10.0,
+    url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
+) -> None:
+    """Stream a CARMEN log to a running server as one robot."""
+    from fleethub.replay.carmen import intel_lab_log
+    from fleethub.replay.runner import replay as run_replay
+
+    source = log if log is not None else intel_lab_log()
+
+    async def run() -> None:
+        with _progress() as progress:
+            task = progress.add_task(f"replaying {robot_id}", total=None)
+            result = await run_replay(
+                source, url, robot_id, speed=speed,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        console.print(
+            f"Sent {result.stats.sent} states, {result.stats.acked} acknowledged, "
+            f"rejected {result.stats.rejected or 'none'}, in {result.wall_seconds:.1f} s."
+        )
+
+    asyncio.run(run())
+
+
+@app.command()
+def sim(
+    robots: Annotated[int, typer.Option(min=1, max=10_000, help="Number of simulated robots.")] = 3,
+    url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
+    rate_hz: Annotated[float, typer.Option(min=0.1, max=100, help="States per second per robot.")] = 5.0,
+    time_scale: Annotated[float, typer.Option(min=1, help="Battery speed-up factor.")] = 1.0,
+) -> None:
+    """Run simulated robots against a running server until interrupted."""
+    from fleethub.sim.robots import SimConfig, make_robot, run_robot
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        config = SimConfig(rate_hz=rate_hz, time_scale=time_scale)
+        tasks = [
+            asyncio.create_task(run_robot(make_robot(i, config), url, stop))
+            for i in range(robots)
+        ]
+        console.print(f"Running {robots} simulated robots against {url}; Ctrl-C stops.")
+        await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    port: PortOpt = None,
+    database_url: DatabaseOpt = None,
+    speed: Annotated[float, typer.Option(help="Replay rate against the log's clock (the 45-minute log lasts about 4 minutes at 10).")] = 10.0,
+    robots: Annotated[int, typer.Option(min=0, max=1000, help="Number of simulated robots.")] = 3,
+    exit_after_replay: Annotated[bool, typer.Option(help="Stop after the replay and print a summary.")] = False,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary to this JSON file.")] = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Start fleethub on SQLite, replay a real robot log into it and run simulated robots."""
+    from fleethub.cli.demo import run_demo
+
+    settings = build_settings(port=port, database_url=database_url, log_level=log_level or "WARNING")
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(
+            run_demo(
+                settings,
+                console=console,
+                progress=_progress(),
+                speed=speed,
+                robots=robots,
+                exit_after_replay=exit_after_replay,
+                summary_json=summary_json,
+                fresh_database=database_url is None,
+            )
+        )
+    except KeyboardInterrupt:
+        console.print("Stopped.")

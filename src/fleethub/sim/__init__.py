@@ -1,0 +1,1 @@
+"""Simulated robots that speak the real protocol through the client library."""
