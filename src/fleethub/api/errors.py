@@ -100,10 +100,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def document_error_responses(app: FastAPI) -> None:
-    """Describe :class:`ErrorBody` as the body of every route's 422 and 500.
+    """Describe :class:`ErrorBody` as the body of every route's 422, 500 and 503.
 
     FastAPI documents validation errors with its own schema; this app answers
-    them with :class:`ErrorBody`, and any route can fail with a 500.
+    them with :class:`ErrorBody`. Any route can fail with a 500, and any
+    ``/api`` route with a 503 when storage is unavailable.
     """
 
     def openapi() -> dict[str, Any]:
@@ -128,12 +129,15 @@ def _with_error_bodies(schema: dict[str, Any]) -> dict[str, Any]:
     schemas.setdefault("ErrorBody", body_schema)
     ref = {"$ref": ref_template.format(model="ErrorBody")}
     content = {"application/json": {"schema": ref}}
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = _error_response(422, content)
             responses.setdefault("500", _error_response(500, content))
+            # Every /api route reads storage, which can be unavailable.
+            if path.startswith("/api/"):
+                responses.setdefault("503", _error_response(503, content))
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     return schema

@@ -114,7 +114,9 @@ class SqlStorage:
         except (OperationalError, PoolTimeout, OSError) as exc:
             raise StorageUnavailable(f"Database unavailable: {exc}") from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            # Without a statement the error came from opening the connection (a
+            # database that refuses connections), not from a query.
+            if exc.connection_invalidated or exc.statement is None:
                 raise StorageUnavailable(f"Database connection lost: {exc}") from exc
             raise
 
