@@ -39,7 +39,9 @@ def sqlite_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(sqlite_settings(tmp_path), migrate_schema=True) as running:
+    async with running_server(
+        sqlite_settings(tmp_path), migrate_schema=True
+    ) as running:
         yield running
 
 
@@ -74,7 +76,9 @@ def make_states(count: int, battery_from: float = 90.0) -> list[RobotState]:
     ]
 
 
-async def send_states(server: RunningServer, robot_id: str, states: list[RobotState]) -> None:
+async def send_states(
+    server: RunningServer, robot_id: str, states: list[RobotState]
+) -> None:
     """Send ``states`` as one robot and wait until every one is acknowledged."""
     async with RobotClient(server.ws_url, robot_id) as client:
         for state in states:
@@ -83,7 +87,10 @@ async def send_states(server: RunningServer, robot_id: str, states: list[RobotSt
 
 
 async def send_raw_frames(
-    server: RunningServer, robot_id: str, frames: list[str], headers: dict[str, str] | None = None
+    server: RunningServer,
+    robot_id: str,
+    frames: list[str],
+    headers: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Send raw frames on one connection; return the error frames they got back."""
     url = f"{server.ws_url}/ws/robots/{robot_id}"
@@ -104,14 +111,18 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
     return samples
 
 
-async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+async def scrape(
+    client: httpx.AsyncClient,
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     response = await client.get("/metrics")
     assert response.status_code == 200
     return parse_metrics(response.text)
 
 
 def sample(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float],
+    name: str,
+    **labels: str,
 ) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 

@@ -31,12 +31,54 @@ def _documented(openapi: dict[str, Any], path: str, method: str) -> dict[str, An
 
 
 CASES = [
-    ("get", "/api/robots/bad%20id!/state", None, 400, "invalid_robot_id", "/api/robots/{robot_id}/state"),
-    ("get", "/api/robots/nobody/state", None, 404, "not_found", "/api/robots/{robot_id}/state"),
-    ("get", "/api/robots/nobody/health", None, 404, "not_found", "/api/robots/{robot_id}/health"),
-    ("get", "/api/robots/nobody/telemetry?limit=0", None, 422, "invalid_request", "/api/robots/{robot_id}/telemetry"),
-    ("get", "/api/events?start=2026-01-01T00:00:00", None, 400, "timestamp_missing_timezone", "/api/events"),
-    ("post", "/api/robots/nobody/commands", {"type": ""}, 422, "invalid_request", "/api/robots/{robot_id}/commands"),
+    (
+        "get",
+        "/api/robots/bad%20id!/state",
+        None,
+        400,
+        "invalid_robot_id",
+        "/api/robots/{robot_id}/state",
+    ),
+    (
+        "get",
+        "/api/robots/nobody/state",
+        None,
+        404,
+        "not_found",
+        "/api/robots/{robot_id}/state",
+    ),
+    (
+        "get",
+        "/api/robots/nobody/health",
+        None,
+        404,
+        "not_found",
+        "/api/robots/{robot_id}/health",
+    ),
+    (
+        "get",
+        "/api/robots/nobody/telemetry?limit=0",
+        None,
+        422,
+        "invalid_request",
+        "/api/robots/{robot_id}/telemetry",
+    ),
+    (
+        "get",
+        "/api/events?start=2026-01-01T00:00:00",
+        None,
+        400,
+        "timestamp_missing_timezone",
+        "/api/events",
+    ),
+    (
+        "post",
+        "/api/robots/nobody/commands",
+        {"type": ""},
+        422,
+        "invalid_request",
+        "/api/robots/{robot_id}/commands",
+    ),
 ]
 
 
@@ -63,7 +105,9 @@ async def test_error_body_is_documented(
     assert schema == {"$ref": "#/components/schemas/ErrorBody"}
 
 
-async def test_conflict_for_unconnected_robot(server: RunningServer, http: httpx.AsyncClient) -> None:
+async def test_conflict_for_unconnected_robot(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     """A command to a known robot without a link is a documented 409."""
     await server.app.state.services.storage.ensure_robot("parked", _now())
     response = await http.post("/api/robots/parked/commands", json={"type": "stop"})
@@ -121,7 +165,10 @@ async def test_every_operation_documents_500(http: httpx.AsyncClient) -> None:
     for path, operations in openapi["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            assert responses["500"]["content"]["application/json"]["schema"] == ref, (path, method)
+            assert responses["500"]["content"]["application/json"]["schema"] == ref, (
+                path,
+                method,
+            )
             if "422" in responses:
                 assert responses["422"]["content"]["application/json"]["schema"] == ref
     assert "HTTPValidationError" not in openapi["components"]["schemas"]

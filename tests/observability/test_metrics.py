@@ -13,10 +13,10 @@ from fleethub.replay.carmen import intel_lab_log, read_samples
 from fleethub.replay.runner import sample_to_state
 
 from .conftest import (
+    sample,
     scrape,
     send_raw_frames,
     send_states,
-    sample,
     sqlite_settings,
     wait_for,
 )
@@ -30,7 +30,9 @@ def replay_states(count: int) -> list:
     return [sample_to_state(item, anchor) for item in samples]
 
 
-async def test_replay_moves_ingest_metrics(server: RunningServer, http: httpx.AsyncClient) -> None:
+async def test_replay_moves_ingest_metrics(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     """A replay of 200 states and 3 bad frames shows up in the ingest counters."""
     before = await scrape(http)
     assert sample(before, "fleethub_states_accepted_total") == 0
@@ -50,8 +52,13 @@ async def test_replay_moves_ingest_metrics(server: RunningServer, http: httpx.As
         if name == "fleethub_states_rejected_total"
     }
     assert sum(rejected.values()) == 3
-    assert sample(after, "fleethub_writer_batch_size_sum", writer="telemetry") == REPLAYED
-    assert sample(after, "fleethub_writer_items_written_total", writer="telemetry") == REPLAYED
+    assert (
+        sample(after, "fleethub_writer_batch_size_sum", writer="telemetry") == REPLAYED
+    )
+    assert (
+        sample(after, "fleethub_writer_items_written_total", writer="telemetry")
+        == REPLAYED
+    )
     assert sample(after, "fleethub_writer_flush_seconds_count", writer="telemetry") >= 1
     assert sample(after, "fleethub_ingest_queue_depth") == 0
     assert sample(after, "fleethub_events_total", type="robot_connected") == 2
@@ -69,7 +76,11 @@ async def test_connected_robots_follow_links(
         await socket.recv()
         assert sample(await scrape(http), "fleethub_connected_robots") == 1
         assert (
-            sample(await scrape(http), "fleethub_websocket_active", route="/ws/robots/{robot_id}")
+            sample(
+                await scrape(http),
+                "fleethub_websocket_active",
+                route="/ws/robots/{robot_id}",
+            )
             == 1
         )
 
@@ -80,7 +91,9 @@ async def test_connected_robots_follow_links(
     samples = await scrape(http)
     route = "/ws/robots/{robot_id}"
     assert sample(samples, "fleethub_websocket_connections_total", route=route) == 1
-    assert sample(samples, "fleethub_websocket_duration_seconds_count", route=route) == 1
+    assert (
+        sample(samples, "fleethub_websocket_duration_seconds_count", route=route) == 1
+    )
 
 
 async def test_http_metrics_use_route_template(
@@ -93,14 +106,46 @@ async def test_http_metrics_use_route_template(
 
     samples = await scrape(http)
     route = "/api/robots/{robot_id}/state"
-    assert sample(samples, "fleethub_http_requests_total", method="GET", route=route, status="404") == 2
-    assert sample(samples, "fleethub_http_request_duration_seconds_count", method="GET", route=route) == 2
-    assert sample(samples, "fleethub_http_requests_total", method="GET", route="unmatched", status="404") == 1
-    raw_paths = [labels for (name, labels) in samples if ("route", "/api/robots/robot-a/state") in labels]
+    assert (
+        sample(
+            samples,
+            "fleethub_http_requests_total",
+            method="GET",
+            route=route,
+            status="404",
+        )
+        == 2
+    )
+    assert (
+        sample(
+            samples,
+            "fleethub_http_request_duration_seconds_count",
+            method="GET",
+            route=route,
+        )
+        == 2
+    )
+    assert (
+        sample(
+            samples,
+            "fleethub_http_requests_total",
+            method="GET",
+            route="unmatched",
+            status="404",
+        )
+        == 1
+    )
+    raw_paths = [
+        labels
+        for (name, labels) in samples
+        if ("route", "/api/robots/robot-a/state") in labels
+    ]
     assert raw_paths == []
 
 
-async def test_feature_metrics_exposed(server: RunningServer, http: httpx.AsyncClient) -> None:
+async def test_feature_metrics_exposed(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     """Counters other features fill appear on the page once incremented."""
     metrics = server.app.state.services.metrics
     metrics.commands_total.labels(state="sent").inc()
@@ -114,7 +159,15 @@ async def test_feature_metrics_exposed(server: RunningServer, http: httpx.AsyncC
     assert sample(samples, "fleethub_missions_total", state="running") == 1
     assert sample(samples, "fleethub_webhook_deliveries_total", outcome="failure") == 1
     assert sample(samples, "fleethub_webhook_failures_total", reason="timeout") == 1
-    assert sample(samples, "fleethub_scheduler_runs_total", kind="retention", outcome="success") == 1
+    assert (
+        sample(
+            samples,
+            "fleethub_scheduler_runs_total",
+            kind="retention",
+            outcome="success",
+        )
+        == 1
+    )
     assert sample(samples, "fleethub_bus_subscribers") == 0
     assert sample(samples, "fleethub_bus_subscriber_drops_total") == 0
 
@@ -131,6 +184,8 @@ async def test_two_servers_keep_separate_registries(tmp_path: Path) -> None:
     ):
         await send_states(server_a, "only-a", replay_states(20))
         async with httpx.AsyncClient(base_url=server_a.http_url) as client_a:
-            assert sample(await scrape(client_a), "fleethub_states_accepted_total") == 20
+            assert (
+                sample(await scrape(client_a), "fleethub_states_accepted_total") == 20
+            )
         async with httpx.AsyncClient(base_url=server_b.http_url) as client_b:
             assert sample(await scrape(client_b), "fleethub_states_accepted_total") == 0

@@ -114,6 +114,7 @@ async def test_readiness_accepts_plugged_check(tmp_path: Path) -> None:
         running_server(sqlite_settings(tmp_path), migrate_schema=True) as server,
         httpx.AsyncClient(base_url=server.http_url) as http,
     ):
+
         async def broker_down() -> None:
             raise ConnectionRefusedError("broker refused")
 

@@ -178,6 +178,10 @@ def _uptime(
     A connection still open in the events but not in the live state (the
     process that held it stopped without a disconnect event) counts up to
     the robot's last-seen time.
+
+    NOTE: connection events reach the database through the event writer, so
+    for up to its flush interval (0.2 s) after a connect the new connection
+    is not counted yet.
     """
     total = 0.0
     since = start if history.connected_at_start else None

@@ -114,11 +114,11 @@ class RejectionLog:
         budget.suppressed[code] += 1
         self.suppressed_total += 1
 
-    def flush_due(self) -> None:
-        """Write the summary of every interval that has ended and forget idle robots."""
+    def flush_due(self, *, final: bool = False) -> None:
+        """Summarise every interval that has ended (all of them if ``final``)."""
         now = self._clock()
         for robot_id, budget in list(self._budgets.items()):
-            if now - budget.interval_start >= self.interval_s:
+            if final or now - budget.interval_start >= self.interval_s:
                 self._summarise(robot_id, budget)
                 del self._budgets[robot_id]
 

@@ -30,7 +30,7 @@ class Observability:
             self.summary_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.summary_task
-        self.rejections.flush_due()
+        self.rejections.flush_due(final=True)
         await self.readiness.close()
 
 
