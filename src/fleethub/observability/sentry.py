@@ -7,10 +7,10 @@ errors that are logged with ``logger.exception`` reach Sentry too. The
 request middleware tags each request's scope with its ``request_id``, the same
 id the error body and the log lines carry.
 
-No credentials leave the process: request bodies, cookies, query strings and
-credential headers are removed before sending, local variables are not
-collected, and sentry-sdk's own scrubber blanks any field whose name looks
-like a secret.
+No credentials leave the process: request bodies, cookies, query strings,
+credential headers and the command line are removed before sending, local
+variables are not collected, and sentry-sdk's own scrubber blanks any field
+whose name looks like a secret.
 
 sentry-sdk keeps one client per process, so the last app to start with a DSN
 wins and closing any app closes that client.
@@ -26,8 +26,8 @@ from fleethub.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Compared in lower case. sentry-sdk blanks most of these already when
-# send_default_pii is off; removing them outright keeps even their names out.
+# Compared in lower case. sentry-sdk blanks most of these already because its
+# default sends no personal data; removing them keeps even their names out.
 SENSITIVE_HEADERS = frozenset(
     {
         "authorization",
@@ -52,7 +52,6 @@ def init_sentry(settings: Settings) -> bool:
         dsn=settings.sentry_dsn,
         environment=settings.sentry_environment,
         release=f"fleethub@{__version__}",
-        send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
         event_scrubber=EventScrubber(recursive=True),
@@ -95,4 +94,8 @@ def scrub_event(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
         url = request.get("url")
         if isinstance(url, str):
             request["url"] = url.split("?", 1)[0]
+    extra = event.get("extra")
+    if isinstance(extra, dict):
+        # Command-line options may hold a database URL with its password.
+        extra.pop("sys.argv", None)
     return event
