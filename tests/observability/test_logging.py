@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx
 import pytest
+import websockets
 
-from fleethub.cli.server import running_server
+from fleethub.cli.server import RunningServer, running_server
 from fleethub.logs import build_handler, log_context
 from fleethub.observability.rejections import ErrorCounts, RejectionLog
 
@@ -149,3 +151,24 @@ def test_error_counts_expire_after_window() -> None:
     clock.now += 601
     assert counts.counts("r1") == {}
     assert counts.counts("never-seen") == {}
+
+
+async def test_request_id_echoed_or_generated(http: httpx.AsyncClient) -> None:
+    """A safe X-Request-ID is returned as sent; a missing or unsafe one is replaced."""
+    echoed = await http.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    generated = await http.get("/healthz")
+    unsafe = await http.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    assert len(generated.headers["X-Request-ID"]) == 32
+    assert unsafe.headers["X-Request-ID"] != "bad id\twith spaces"
+    assert len(unsafe.headers["X-Request-ID"]) == 32
+
+
+async def test_websocket_handshake_returns_request_id(server: RunningServer) -> None:
+    """The WebSocket handshake response carries the connection's request id."""
+    url = f"{server.ws_url}/ws/robots/handshake-bot"
+    headers = {"X-Request-ID": "ws-handshake-1"}
+    async with websockets.connect(url, additional_headers=headers) as socket:
+        await socket.recv()
+        assert socket.response.headers["X-Request-ID"] == "ws-handshake-1"

@@ -24,7 +24,14 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -66,6 +73,9 @@ class FleetMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The standard process_* (CPU, memory, open files) and python_info series.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._define_request_metrics()
         self._define_writer_metrics()
         self._define_feature_metrics()
