@@ -99,7 +99,9 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-def build_handler(fmt: str = "console", stream: IO[str] | None = None) -> logging.Handler:
+def build_handler(
+    fmt: str = "console", stream: IO[str] | None = None
+) -> logging.Handler:
     """Return a handler writing ``fmt`` lines (with context fields) to ``stream``.
 
     ``stream`` defaults to stderr.

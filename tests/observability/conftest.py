@@ -52,11 +52,12 @@ async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]], timeout: float = WAIT_TIMEOUT_S
+    condition: Callable[[], Awaitable[bool]], within_s: float = WAIT_TIMEOUT_S
 ) -> None:
-    """Poll ``condition`` until it returns true; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not await condition():
+    """Poll ``condition`` until true; raise TimeoutError after ``within_s`` seconds."""
+    async with asyncio.timeout(within_s):
+        # The conditions read HTTP endpoints, so there is no event to wait on.
+        while not await condition():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 

@@ -133,7 +133,7 @@ async def test_unknown_path_and_method(http: httpx.AsyncClient) -> None:
 async def test_unexpected_error_hides_internals(
     http: httpx.AsyncClient, failing_route: str
 ) -> None:
-    """A crash returns 500 with the request id, no internals, and a logged stack trace."""
+    """A crash returns 500 with its request id and no internals, and logs the trace."""
     stream = io.StringIO()
     handler = build_handler("json", stream)
     root = logging.getLogger()

@@ -91,7 +91,9 @@ async def _misbehave(server: RunningServer, http: httpx.AsyncClient) -> dict[str
         return await _wait_health(http, connections=2, error_total=BAD_FRAMES + 1)
 
 
-async def test_health_follows_errors_and_disconnects(health_server: RunningServer) -> None:
+async def test_health_follows_errors_and_disconnects(
+    health_server: RunningServer,
+) -> None:
     """Health is healthy while streaming, unhealthy with faults, offline after close."""
     server = health_server
     async with httpx.AsyncClient(base_url=server.http_url) as http:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx
 import pytest
 import websockets
 

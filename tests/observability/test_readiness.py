@@ -19,7 +19,7 @@ ERROR_KEYS = {"error", "message", "details"}
 
 
 async def test_readiness_follows_postgres(pg_database: str) -> None:
-    """Readiness turns 503 naming the database while it refuses connections, then 200."""
+    """Readiness is 503 naming the database while it refuses connections, then 200."""
     settings = Settings(
         host="127.0.0.1",
         port=0,
@@ -69,7 +69,7 @@ def _closed_port() -> int:
 
 
 async def test_readiness_names_unreachable_redis(tmp_path: Path) -> None:
-    """A Redis URL that nothing answers makes readiness fail on ``redis`` alone."""
+    """A Redis URL with no server listening fails readiness on ``redis`` alone."""
     settings = sqlite_settings(
         tmp_path, redis_url=f"redis://127.0.0.1:{_closed_port()}/0", ready_timeout_s=2.0
     )

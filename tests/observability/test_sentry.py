@@ -36,7 +36,9 @@ class EnvelopeSink:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 sink.paths.append(self.path)
-                sink.bodies.append(_decompress(raw, self.headers.get("Content-Encoding")))
+                sink.bodies.append(
+                    _decompress(raw, self.headers.get("Content-Encoding"))
+                )
                 sink.received.set()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
@@ -91,7 +93,9 @@ async def _boom() -> dict[str, str]:
     raise RuntimeError("sentry test failure")
 
 
-async def test_sentry_receives_scrubbed_event(tmp_path: Path, sink: EnvelopeSink) -> None:
+async def test_sentry_receives_scrubbed_event(
+    tmp_path: Path, sink: EnvelopeSink
+) -> None:
     """An unexpected error is sent with its request id and no credentials."""
     settings = sqlite_settings(tmp_path, sentry_dsn=sink.dsn, sentry_environment="test")
     async with running_server(settings, migrate_schema=True) as server:

@@ -102,8 +102,8 @@ def install_error_handlers(app: FastAPI) -> None:
 def document_error_responses(app: FastAPI) -> None:
     """Describe :class:`ErrorBody` as the body of every route's 422, 500 and 503.
 
-    FastAPI documents validation errors with its own schema; this app answers
-    them with :class:`ErrorBody`. Any route can fail with a 500, and any
+    FastAPI documents validation errors with its own schema, but this app
+    returns them as :class:`ErrorBody`. Any route can fail with a 500, and any
     ``/api`` route with a 503 when storage is unavailable.
     """
 

@@ -125,7 +125,7 @@ class BatchWriter(Generic[T]):
         return len(self._buffer) >= self.max_buffer
 
     def oldest_pending_age(self) -> float:
-        """Return how long the oldest buffered item has waited, in seconds (0 if none)."""
+        """Return seconds the oldest buffered item has waited (0 when empty)."""
         if not self._buffer:
             return 0.0
         return time.monotonic() - self._buffer[0].queued_at

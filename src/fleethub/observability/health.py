@@ -11,9 +11,9 @@ For each robot, over the last ``health_window_s`` seconds:
 - message rate: states per second over the last ``health_rate_window_s``;
 - last seen, latest battery and the battery trend in percent per hour.
 
-The status is the worst that any threshold in the settings gives: offline,
+The status is the worst that any threshold in the settings gives. Offline,
 silent, a robot in error, too many errors or a flat battery make a robot
-``unhealthy``; low uptime, frequent reconnects, some errors or a fast drain
+``unhealthy``. Low uptime, frequent reconnects, some errors or a fast drain
 make it ``warning``. ``reasons`` lists every threshold crossed.
 """
 
@@ -140,12 +140,13 @@ def _assess(services: Services, inputs: _Inputs, robot_id: str) -> RobotHealth:
     history = inputs.connections.get(robot_id, ConnectionHistory(False, []))
     online = bool(snapshot and snapshot.online)
     last_seen = (snapshot.last_seen if snapshot else None) or figures.last_timestamp
+
+    # The ratio's denominator is the window, or the robot's lifetime if shorter.
     observed_from = max(inputs.start, inputs.created.get(robot_id, inputs.start))
     observed_s = max((inputs.now - observed_from).total_seconds(), 1e-9)
     uptime_s = _uptime(history, inputs.start, inputs.now, online, last_seen)
-    errors = dict(services.observability.errors.counts(robot_id))
-    if inputs.robot_errors.get(robot_id):
-        errors[ROBOT_ERROR] = inputs.robot_errors[robot_id]
+    errors = _errors(services, inputs, robot_id)
+
     report = RobotHealth(
         robot_id=robot_id,
         status=HealthStatus.HEALTHY,
@@ -164,6 +165,15 @@ def _assess(services: Services, inputs: _Inputs, robot_id: str) -> RobotHealth:
     )
     _apply_thresholds(report, snapshot, settings, inputs.now)
     return report
+
+
+def _errors(services: Services, inputs: _Inputs, robot_id: str) -> dict[str, int]:
+    """Merge this process's rejected-input counts with stored fault reports."""
+    observability = services.observability
+    errors = observability.errors.counts(robot_id) if observability else {}
+    if inputs.robot_errors.get(robot_id):
+        errors[ROBOT_ERROR] = inputs.robot_errors[robot_id]
+    return errors
 
 
 def _uptime(

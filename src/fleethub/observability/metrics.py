@@ -61,7 +61,7 @@ CONNECTION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, INF)
 
 @runtime_checkable
 class BusStats(Protocol):
-    """What the collector reads from an event bus that can report its subscribers."""
+    """Event-bus methods the collector reads to report subscribers and drops."""
 
     def subscriptions(self) -> set[object]: ...
 

@@ -1,7 +1,7 @@
 """Rejected robot input: rate-limited log lines and windowed counts per robot.
 
-A robot with a bug can send hundreds of bad frames a second. Each one is
-answered with an error frame, but the log gets at most
+A robot with a bug can send hundreds of bad frames a second. Each one gets
+an error frame in reply, but the log gets at most
 ``lines_per_interval`` lines per robot per interval; the rest are counted
 and reported in one ``robot_input_rejected_suppressed`` line per robot when
 the interval ends.

@@ -1,7 +1,7 @@
 """Per-request context: request ids, log fields and HTTP/WebSocket metrics.
 
-:class:`RequestContextMiddleware` is plain ASGI, so it sees HTTP requests and
-WebSocket connections alike. For each one it
+:class:`RequestContextMiddleware` is plain ASGI, so it handles HTTP requests
+and WebSocket connections alike. For each one it
 
 - takes the caller's ``X-Request-ID`` if it is a safe token (1-128 letters,
   digits or ``._:-``), or makes a new one, and returns it in the response

@@ -1,11 +1,11 @@
 """Report unexpected errors to Sentry when ``sentry_dsn`` is set.
 
-sentry-sdk's Starlette and FastAPI integrations (enabled automatically when
-those packages are installed) capture exceptions that escape a request, and
-its logging integration turns every ERROR log record into an event, so caught
-errors that are logged with ``logger.exception`` reach Sentry too. The
-request middleware tags each request's scope with its ``request_id``, the same
-id the error body and the log lines carry.
+sentry-sdk enables its Starlette and FastAPI integrations by itself when those
+packages are installed, and they capture exceptions that escape a request.
+Its logging integration turns every ERROR log record into an event, so caught
+errors logged with ``logger.exception`` reach Sentry too. The request
+middleware tags each request's scope with its ``request_id``, the same id
+that the error body and the log lines carry.
 
 No credentials leave the process: request bodies, cookies, query strings,
 credential headers and the command line are removed before sending, local
