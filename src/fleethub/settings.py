@@ -7,7 +7,7 @@ the same value.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1000, ge=1, le=100_000)
 
     # Observability
-    sentry_dsn: str | None = Field(
+    sentry_dsn: SecretStr | None = Field(
         None,
         description="Sentry DSN for reporting unexpected errors; unset sends nothing.",
     )

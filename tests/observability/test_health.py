@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +25,41 @@ from fleethub.protocol import (
     encode,
 )
 
-from .conftest import WAIT_TIMEOUT_S, make_states, sqlite_settings, wait_for
+from .conftest import (
+    WAIT_TIMEOUT_S,
+    created_pg_database,
+    make_states,
+    sqlite_settings,
+    wait_for,
+)
 
 ROBOT = "healthbot"
 STATES = 30
 BAD_FRAMES = 5
 
 
-@pytest.fixture
-async def health_server(tmp_path: Path) -> RunningServer:
-    settings = sqlite_settings(
-        tmp_path,
-        health_errors_warning=3,
-        health_errors_unhealthy=50,
-        health_uptime_warning_ratio=0.5,
-        health_battery_drain_warning_percent_per_h=100.0,
-    )
-    async with running_server(settings, migrate_schema=True) as server:
-        yield server
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def health_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[RunningServer]:
+    """Run a server with low health thresholds on SQLite and on PostgreSQL."""
+    async with contextlib.AsyncExitStack() as stack:
+        overrides: dict[str, Any] = {}
+        if request.param == "postgresql":
+            name = await stack.enter_async_context(created_pg_database())
+            url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+            overrides["database_url"] = url
+        settings = sqlite_settings(
+            tmp_path,
+            **overrides,
+            health_errors_warning=3,
+            health_errors_unhealthy=50,
+            health_uptime_warning_ratio=0.5,
+            health_battery_drain_warning_percent_per_h=100.0,
+        )
+        yield await stack.enter_async_context(
+            running_server(settings, migrate_schema=True)
+        )
 
 
 async def _health(http: httpx.AsyncClient) -> dict[str, Any]:

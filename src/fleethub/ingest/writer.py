@@ -188,6 +188,7 @@ class BatchWriter(Generic[T]):
     async def _flush_one_batch(self) -> None:
         count = min(self.batch_size, len(self._buffer))
         batch = [self._buffer[i] for i in range(count)]
+        oldest_queued_at = batch[0].queued_at  # read first: a retry may replace it
         started = time.perf_counter()
         written = await self._write_with_retry(batch)
         elapsed = time.perf_counter() - started
@@ -199,7 +200,7 @@ class BatchWriter(Generic[T]):
         self.stats.batches += 1
         self.stats.last_batch_size = written
         self.stats.last_flush_seconds = elapsed
-        self.stats.last_ack_lag_seconds = time.monotonic() - batch[0].queued_at
+        self.stats.last_ack_lag_seconds = time.monotonic() - oldest_queued_at
         if self._on_flush is not None:
             self._on_flush(written, elapsed)
         _acknowledge(batch)
@@ -253,7 +254,7 @@ class BatchWriter(Generic[T]):
                 logger.exception("writer_item_failed", extra={"writer": self.name})
                 if pending.target is not None and pending.seq is not None:
                     pending.target.reject_stored(pending.seq, "storage_rejected", str(exc))
-            batch[index] = _Pending(None, pending.target, pending.seq)
+            batch[index] = pending._replace(item=None)
         return written
 
 

@@ -4,7 +4,7 @@ For each robot, over the last ``health_window_s`` seconds:
 
 - uptime: seconds connected, from the stored ``robot_connected`` and
   ``robot_disconnected`` events, and its share of the window (or of the time
-  since the robot was first seen, if that is shorter);
+  since the robot first connected, if that is shorter);
 - connections: how many times it connected;
 - errors by type: fault reports (``robot_error``) from the stored events,
   plus input this process rejected, by error code;
@@ -141,8 +141,7 @@ def _assess(services: Services, inputs: _Inputs, robot_id: str) -> RobotHealth:
     online = bool(snapshot and snapshot.online)
     last_seen = (snapshot.last_seen if snapshot else None) or figures.last_timestamp
 
-    # The ratio's denominator is the window, or the robot's lifetime if shorter.
-    observed_from = max(inputs.start, inputs.created.get(robot_id, inputs.start))
+    observed_from = _observed_from(inputs, robot_id, history)
     observed_s = max((inputs.now - observed_from).total_seconds(), 1e-9)
     uptime_s = _uptime(history, inputs.start, inputs.now, online, last_seen)
     errors = _errors(services, inputs, robot_id)
@@ -165,6 +164,22 @@ def _assess(services: Services, inputs: _Inputs, robot_id: str) -> RobotHealth:
     )
     _apply_thresholds(report, snapshot, settings, inputs.now)
     return report
+
+
+def _observed_from(
+    inputs: _Inputs, robot_id: str, history: ConnectionHistory
+) -> datetime:
+    """Return where the uptime ratio's denominator starts.
+
+    That is the window start, unless the robot is newer than the window: then
+    its first stored connection, so a robot online since it first connected
+    has a ratio of 1.
+    """
+    created = inputs.created.get(robot_id)
+    if created is None or created <= inputs.start:
+        return inputs.start
+    connects = [at for kind, at in history.changes if kind == "robot_connected"]
+    return connects[0] if connects else created
 
 
 def _errors(services: Services, inputs: _Inputs, robot_id: str) -> dict[str, int]:

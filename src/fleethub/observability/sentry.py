@@ -49,7 +49,7 @@ def init_sentry(settings: Settings) -> bool:
     from sentry_sdk.scrubber import EventScrubber
 
     sentry_sdk.init(
-        dsn=settings.sentry_dsn,
+        dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment,
         release=f"fleethub@{__version__}",
         include_local_variables=False,

@@ -27,7 +27,8 @@ async def readyz(services: ServicesDep) -> Any:
     Returns 503 with error ``not_ready``, naming each failing check, when not.
     """
     observability = services.observability
-    assert observability is not None, "services were built without observability"
+    if observability is None:
+        raise RuntimeError("Services were built without observability.")
     checks = await observability.readiness.run()
     failing = [name for name, result in checks.items() if result != OK]
     if not failing:
