@@ -61,6 +61,8 @@ async def test_replay_moves_ingest_metrics(
     )
     assert sample(after, "fleethub_writer_flush_seconds_count", writer="telemetry") >= 1
     assert sample(after, "fleethub_ingest_queue_depth") == 0
+    assert sample(after, "fleethub_ack_lag_seconds") == 0
+    assert sample(after, "fleethub_ack_lag_last_batch_seconds") > 0
     assert sample(after, "fleethub_events_total", type="robot_connected") == 2
     assert sample(after, "fleethub_events_total", type="robot_disconnected") == 2
 
@@ -189,3 +191,21 @@ async def test_two_servers_keep_separate_registries(tmp_path: Path) -> None:
             )
         async with httpx.AsyncClient(base_url=server_b.http_url) as client_b:
             assert sample(await scrape(client_b), "fleethub_states_accepted_total") == 0
+
+
+async def test_subscriber_drops_survive_unsubscribe(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """Drops of a slow subscriber stay counted after it unsubscribes."""
+    bus = server.app.state.services.bus
+    subscription = bus.subscribe(frozenset({"test"}), maxsize=1)
+    for index in range(3):
+        await bus.publish("test", f"message-{index}".encode())
+    during = await scrape(http)
+    bus.unsubscribe(subscription)
+    after = await scrape(http)
+
+    assert sample(during, "fleethub_bus_subscribers") == 1
+    assert sample(during, "fleethub_bus_subscriber_drops_total") == 2
+    assert sample(after, "fleethub_bus_subscribers") == 0
+    assert sample(after, "fleethub_bus_subscriber_drops_total") == 2

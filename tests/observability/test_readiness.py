@@ -11,9 +11,18 @@ import pytest
 import redis.asyncio
 
 from fleethub.cli.server import running_server
+from fleethub.client.robot import RobotClient
 from fleethub.settings import Settings
 
-from .conftest import set_database_reachable, sqlite_settings, wait_for
+from .conftest import (
+    WAIT_TIMEOUT_S,
+    make_states,
+    sample,
+    scrape,
+    set_database_reachable,
+    sqlite_settings,
+    wait_for,
+)
 
 ERROR_KEYS = {"error", "message", "details"}
 
@@ -123,3 +132,40 @@ async def test_readiness_accepts_plugged_check(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json()["details"]["checks"]["mqtt"] == "unavailable"
     assert response.json()["details"]["failing"] == ["mqtt"]
+
+
+async def test_readiness_names_stalled_writer(pg_database: str) -> None:
+    """A writer retrying against a lost database fails readiness until it recovers."""
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_database}",
+    )
+    async with (
+        running_server(settings, migrate_schema=True) as server,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+        RobotClient(server.ws_url, "stalled-bot") as robot,
+    ):
+        writer = server.app.state.services.telemetry_writer
+        await set_database_reachable(pg_database, False)
+        await robot.send_state(make_states(1)[0])
+
+        async def writer_failing() -> bool:
+            return not writer.healthy
+
+        await wait_for(writer_failing)
+        body = (await http.get("/readyz")).json()
+        samples = await scrape(http)
+
+        await set_database_reachable(pg_database, True)
+        await robot.flush(WAIT_TIMEOUT_S)
+        recovered = await http.get("/readyz")
+
+    assert body["details"]["failing"] == ["database", "telemetry_writer"]
+    assert body["details"]["checks"]["telemetry_writer"] == (
+        "retrying writes after a storage failure"
+    )
+    assert sample(samples, "fleethub_writer_healthy", writer="telemetry") == 0
+    assert sample(samples, "fleethub_writer_retries_total", writer="telemetry") >= 1
+    assert sample(samples, "fleethub_ingest_queue_depth") == 1
+    assert recovered.status_code == 200
