@@ -107,7 +107,9 @@ async def fleet_health(services: Services) -> FleetHealth:
     counts = {status: 0 for status in HealthStatus}
     for report in reports:
         counts[report.status] += 1
-    worst = max((report.status for report in reports), key=SEVERITY.get, default=None)
+    worst = max(
+        (report.status for report in reports), key=SEVERITY.__getitem__, default=None
+    )
     return FleetHealth(
         status=worst or HealthStatus.HEALTHY, counts=counts, robots=reports
     )

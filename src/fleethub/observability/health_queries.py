@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.expression import ColumnClause, Executable
 
 from fleethub.storage.schema import events, robots, telemetry
 
@@ -55,7 +56,18 @@ def _utc(value: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _for_robot(query: Select[Any], column: Any, robot_id: str | None) -> Select[Any]:
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
+def _required_utc(value: Any) -> datetime:
+    """Read a timestamp from a NOT NULL column."""
+    result = _utc(value)
+    if result is None:
+        raise ValueError("Timestamp column returned NULL.")
+    return result
+
+
+def _for_robot(query: SelectT, column: Any, robot_id: str | None) -> SelectT:
     return query if robot_id is None else query.where(column == robot_id)
 
 
@@ -64,9 +76,9 @@ class HealthQueries:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._epoch = literal_column(_EPOCH_SQL[engine.dialect.name])
+        self._epoch: ColumnClause[Any] = literal_column(_EPOCH_SQL[engine.dialect.name])
 
-    async def _rows(self, query: Select[Any]) -> Sequence[Any]:
+    async def _rows(self, query: Executable) -> Sequence[Any]:
         async with self.engine.connect() as conn:
             return (await conn.execute(query)).all()
 
@@ -75,7 +87,7 @@ class HealthQueries:
         query = _for_robot(
             select(robots.c.robot_id, robots.c.created_at), robots.c.robot_id, robot_id
         )
-        return {row[0]: _utc(row[1]) for row in await self._rows(query)}
+        return {row[0]: _required_utc(row[1]) for row in await self._rows(query)}
 
     async def telemetry(
         self, robot_id: str | None, start: datetime, rate_start: datetime
@@ -127,7 +139,7 @@ class HealthQueries:
         query = _for_robot(query, events.c.robot_id, robot_id).order_by(events.c.id)
         for robot, event_type, ts in await self._rows(query):
             history = histories.setdefault(robot, ConnectionHistory(False, []))
-            history.changes.append((event_type, _utc(ts)))
+            history.changes.append((event_type, _required_utc(ts)))
         return histories
 
     async def _state_before(

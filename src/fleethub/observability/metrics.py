@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -228,7 +228,10 @@ class ServicesCollector(Collector):
 
     def _writer_metrics(self) -> Iterator[Metric]:
         telemetry = self.services.telemetry_writer
-        writers = {"telemetry": telemetry, "events": self.services.event_writer}
+        writers: dict[str, BatchWriter[Any]] = {
+            "telemetry": telemetry,
+            "events": self.services.event_writer,
+        }
         yield GaugeMetricFamily(
             "fleethub_ingest_queue_depth",
             "States waiting in the telemetry writer's buffer.",
@@ -275,7 +278,7 @@ def _labelled_counter(
     return family
 
 
-def _writer_families(writers: dict[str, BatchWriter[object]]) -> Iterator[Metric]:
+def _writer_families(writers: dict[str, BatchWriter[Any]]) -> Iterator[Metric]:
     depth = GaugeMetricFamily(
         "fleethub_writer_queue_depth", "Items buffered, by writer.", labels=["writer"]
     )

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from fleethub.errors import FleethubError
+from fleethub.errors import NotReady
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -27,14 +27,6 @@ logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 OK = "ok"
-
-
-class NotReady(FleethubError):
-    """A dependency the server needs is missing or failing."""
-
-    code = "not_ready"
-    status_code = 503
-    retryable = True
 
 
 class Readiness:

@@ -19,10 +19,13 @@ wins and closing any app closes that client.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fleethub import __version__
 from fleethub.settings import Settings
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def tag_request(request_id: str) -> None:
         sentry_sdk.get_isolation_scope().set_tag("request_id", request_id)
 
 
-def scrub_event(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+def scrub_event(event: Event, _hint: Hint) -> Event:
     """Remove the request parts that may carry credentials from ``event``."""
     request = event.get("request")
     if isinstance(request, dict):

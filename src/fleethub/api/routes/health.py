@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 
 from fleethub.api.deps import ServicesDep
 from fleethub.api.errors import error_responses
-from fleethub.observability.readiness import OK, NotReady
+from fleethub.errors import NotReady
+from fleethub.observability.readiness import OK
 
 router = APIRouter(tags=["health"])
 
