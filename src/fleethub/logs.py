@@ -63,6 +63,7 @@ class ContextFilter(logging.Filter):
                 setattr(record, key, value)
         return True
 
+
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

@@ -60,6 +60,9 @@ async def test_readiness_follows_postgres(pg_database: str) -> None:
         assert robots.status_code == 503
         assert set(robots.json()) == ERROR_KEYS
         assert robots.json()["error"] == "storage_unavailable"
+        fleet = await http.get("/api/fleet/health")
+        assert fleet.status_code == 503
+        assert fleet.json()["error"] == "storage_unavailable"
         openapi = (await http.get("/openapi.json")).json()
         assert "503" in openapi["paths"]["/api/robots"]["get"]["responses"]
 

@@ -60,7 +60,8 @@ def create_app(
 
     @app.websocket("/ws/robots/{robot_id}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
-        with log_context(robot_id=_loggable_robot_id(robot_id), component="robot_link"):
+        loggable_id = _loggable_robot_id(robot_id)
+        with log_context(robot_id=loggable_id, component="robot_link"):
             await serve_robot(websocket, robot_id)
 
     return app
@@ -72,4 +73,3 @@ def _loggable_robot_id(robot_id: str) -> str | None:
         return validate_robot_id(robot_id)
     except InvalidRobotId:
         return None
-

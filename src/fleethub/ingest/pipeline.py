@@ -66,8 +66,8 @@ class IngestStats:
         self.duplicates = 0
         self.rejected: dict[str, int] = {}
         self.events: dict[str, int] = {}
-        # Called with the code after each rejection; the robot id, where there is
-        # one, is in the log context bound by the transport.
+        # Called with the error code after each rejection. The transport binds
+        # the robot id, where there is one, in the log context.
         self.on_rejection: Callable[[str], None] | None = None
 
     def count_rejection(self, code: str) -> None:

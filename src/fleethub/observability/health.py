@@ -120,7 +120,7 @@ async def _read(services: Services, robot_id: str | None) -> _Inputs:
     now = utcnow()
     inputs = _Inputs(now, now - timedelta(seconds=settings.health_window_s))
     rate_start = now - timedelta(seconds=settings.health_rate_window_s)
-    queries = HealthQueries(services.storage.engine)
+    queries = HealthQueries(services.storage)
     inputs.created = await queries.created_at(robot_id)
     inputs.telemetry = await queries.telemetry(robot_id, inputs.start, rate_start)
     inputs.robot_errors = await queries.robot_errors(robot_id, inputs.start)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, case, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.expression import ColumnClause, Executable
 
 from fleethub.storage.schema import events, robots, telemetry
+from fleethub.storage.sql import SqlStorage
 
 CONNECTION_EVENTS = ("robot_connected", "robot_disconnected")
 # Events that mean the robot itself reported a fault.
@@ -74,13 +74,12 @@ def _for_robot(query: SelectT, column: Any, robot_id: str | None) -> SelectT:
 class HealthQueries:
     """Read the figures robot health needs from the database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._epoch: ColumnClause[Any] = literal_column(_EPOCH_SQL[engine.dialect.name])
+    def __init__(self, storage: SqlStorage) -> None:
+        self.storage = storage
+        self._epoch: ColumnClause[Any] = literal_column(_EPOCH_SQL[storage.dialect])
 
     async def _rows(self, query: Executable) -> Sequence[Any]:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(query)).all()
+        return await self.storage.fetch(query)
 
     async def created_at(self, robot_id: str | None) -> dict[str, datetime]:
         """Return when each robot was first seen."""

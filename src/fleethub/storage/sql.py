@@ -17,6 +17,7 @@ from sqlalchemy import Row, event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Executable
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
@@ -119,6 +120,11 @@ class SqlStorage:
             if exc.connection_invalidated or exc.statement is None:
                 raise StorageUnavailable(f"Database connection lost: {exc}") from exc
             raise
+
+    async def fetch(self, query: Executable) -> Sequence[Row[Any]]:
+        """Run a read-only query built elsewhere (robot health) and return its rows."""
+        async with self._connect() as conn:
+            return (await conn.execute(query)).all()
 
     async def ping(self) -> None:
         async with self._connect() as conn:
