@@ -14,7 +14,8 @@ robot link to an ``error`` frame.
     ├── Conflict                409
     │   └── RobotNotConnected
     ├── Overloaded              503 / error frame, retry later
-    └── StorageUnavailable      503
+    ├── StorageUnavailable      503
+    └── NotReady                503, a readiness check failed
 """
 
 from __future__ import annotations
@@ -88,5 +89,13 @@ class StorageUnavailable(FleethubError):
     """The database cannot be reached or did not answer in time."""
 
     code = "storage_unavailable"
+    status_code = 503
+    retryable = True
+
+
+class NotReady(FleethubError):
+    """A dependency the server needs (database, Redis, broker) is failing."""
+
+    code = "not_ready"
     status_code = 503
     retryable = True

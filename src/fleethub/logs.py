@@ -4,14 +4,65 @@ Configure once, at the entry point. Modules log constant event names with
 variable data in ``extra``, for example
 ``logger.info("robot_connected", extra={"robot_id": robot_id})``; both
 formats print those fields.
+
+Fields that belong to the work in progress rather than to one call (the
+request id, the robot id, the component) are bound once with
+:func:`log_context` and appear in every line logged inside it, including
+lines from tasks started inside it. An ``extra`` field of the same name wins.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any
+from types import MappingProxyType
+from typing import IO, Any
+
+# Immutable per context: binding copies the mapping, so a task started inside
+# a ``log_context`` block keeps the fields it saw when it started.
+_log_context: ContextVar[Mapping[str, Any]] = ContextVar(
+    "fleethub_log_context", default=MappingProxyType({})
+)
+
+
+def bind_log_context(**fields: Any) -> Token[Mapping[str, Any]]:
+    """Add ``fields`` to every log line of the current context until reset."""
+    return _log_context.set({**_log_context.get(), **fields})
+
+
+def reset_log_context(token: Token[Mapping[str, Any]]) -> None:
+    """Undo the :func:`bind_log_context` call that returned ``token``."""
+    _log_context.reset(token)
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Bind ``fields`` to every log line written inside the ``with`` block."""
+    token = bind_log_context(**fields)
+    try:
+        yield
+    finally:
+        reset_log_context(token)
+
+
+def current_log_context() -> Mapping[str, Any]:
+    """Return the fields bound in the current context."""
+    return _log_context.get()
+
+
+class ContextFilter(logging.Filter):
+    """Copy the bound context fields onto each record that passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _log_context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -49,10 +100,22 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+def build_handler(
+    fmt: str = "console", stream: IO[str] | None = None
+) -> logging.Handler:
+    """Return a handler writing ``fmt`` lines (with context fields) to ``stream``.
+
+    ``stream`` defaults to stderr.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(ContextFilter())
+    return handler
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Send every log record to stderr in the chosen format."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler = build_handler(fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleethub.bus.base import EventBus
 from fleethub.bus.memory import MemoryBus
@@ -18,7 +18,10 @@ from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
 from fleethub.live.memory import MemoryLiveState
+from fleethub.logs import log_context
 from fleethub.models import Event, TelemetryRow
+from fleethub.observability.metrics import FleetMetrics
+from fleethub.observability.runtime import Observability, start_observability
 from fleethub.rules.builtin import RuleEngine, builtin_rules
 from fleethub.settings import Settings
 from fleethub.storage import migrate
@@ -48,9 +51,13 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    metrics: FleetMetrics = field(default_factory=FleetMetrics)
+    observability: Observability | None = None
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
+        if self.observability is not None:
+            await self.observability.close()
         await self.telemetry_writer.close()
         await self.event_writer.close()
         await self.bus.close()
@@ -74,12 +81,14 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     storage = SqlStorage(engine)
     live = MemoryLiveState()
     bus = MemoryBus()
+    metrics = FleetMetrics()
     telemetry_writer = BatchWriter(
         "telemetry",
         storage.write_telemetry,
         batch_size=settings.writer_batch_size,
         flush_interval_s=settings.writer_flush_interval_s,
         max_buffer=settings.writer_max_buffer,
+        on_flush=metrics.flush_observer("telemetry"),
     )
     event_writer = BatchWriter(
         "events",
@@ -87,6 +96,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         batch_size=500,
         flush_interval_s=0.2,
         max_buffer=settings.writer_max_buffer,
+        on_flush=metrics.flush_observer("events"),
     )
     pipeline = IngestPipeline(
         settings, storage, live, bus, telemetry_writer, event_writer,
@@ -104,9 +114,13 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         pipeline=pipeline,
         links=links,
         commands=CommandService(links, pipeline.emit),
+        metrics=metrics,
     )
-    telemetry_writer.start()
-    event_writer.start()
+    with log_context(component="telemetry_writer"):
+        telemetry_writer.start()
+    with log_context(component="event_writer"):
+        event_writer.start()
+    services.observability = start_observability(services)
     logger.info("services_started", extra={"node_id": services.node_id})
     return services
 

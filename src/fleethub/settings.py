@@ -7,7 +7,7 @@ the same value.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,3 +59,47 @@ class Settings(BaseSettings):
 
     # API
     max_page_size: int = Field(1000, ge=1, le=100_000)
+
+    # Observability
+    sentry_dsn: SecretStr | None = Field(
+        None,
+        description="Sentry DSN for reporting unexpected errors; unset sends nothing.",
+    )
+    sentry_environment: str = Field("production", max_length=64)
+    ready_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Seconds each readiness check may take."
+    )
+    ready_max_ack_lag_s: float = Field(
+        10.0,
+        gt=0,
+        description="Readiness fails when the oldest unacknowledged state is older.",
+    )
+    rejected_log_lines_per_interval: int = Field(
+        5, ge=0, description="Rejected-input log lines per robot per interval."
+    )
+    rejected_log_interval_s: float = Field(
+        60.0, gt=0, description="Seconds per rejected-input log interval."
+    )
+
+    # Robot health thresholds
+    health_window_s: float = Field(
+        3600.0, gt=0, description="Seconds of history robot health looks back on."
+    )
+    health_rate_window_s: float = Field(
+        60.0, gt=0, description="Seconds over which the message rate is averaged."
+    )
+    health_uptime_warning_ratio: float = Field(
+        0.9, ge=0, le=1, description="Warning when online less than this share."
+    )
+    health_connections_warning: int = Field(
+        5, ge=1, description="Warning at this many connections in the window."
+    )
+    health_errors_warning: int = Field(
+        10, ge=1, description="Warning at this many errors in the window."
+    )
+    health_errors_unhealthy: int = Field(
+        100, ge=1, description="Unhealthy at this many errors in the window."
+    )
+    health_battery_drain_warning_percent_per_h: float = Field(
+        30.0, gt=0, description="Warning when the battery falls faster (%/h)."
+    )

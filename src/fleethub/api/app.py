@@ -8,8 +8,13 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, WebSocket
 
 from fleethub import __version__
-from fleethub.api.errors import install_error_handlers
-from fleethub.api.routes import events, health, robots
+from fleethub.api.errors import document_error_responses, install_error_handlers
+from fleethub.api.routes import events, health, observability, robots
+from fleethub.errors import InvalidRobotId
+from fleethub.ids import validate_robot_id
+from fleethub.logs import log_context
+from fleethub.observability.requests import RequestContextMiddleware
+from fleethub.observability.sentry import close_sentry, init_sentry
 from fleethub.services import Services, build_services
 from fleethub.settings import Settings
 from fleethub.transports.websocket import serve_robot
@@ -27,6 +32,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
+        sentry_on = init_sentry(settings)
         app.state.services = services or await build_services(
             settings, migrate_schema=migrate_schema
         )
@@ -35,6 +41,8 @@ def create_app(
         finally:
             if owned:
                 await app.state.services.close()
+            if sentry_on:
+                close_sentry()
 
     app = FastAPI(
         title="fleethub",
@@ -43,12 +51,25 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    document_error_responses(app)
     app.include_router(health.router)
     app.include_router(robots.router)
     app.include_router(events.router)
+    app.include_router(observability.router)
 
     @app.websocket("/ws/robots/{robot_id}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
-        await serve_robot(websocket, robot_id)
+        loggable_id = _loggable_robot_id(robot_id)
+        with log_context(robot_id=loggable_id, component="robot_link"):
+            await serve_robot(websocket, robot_id)
 
     return app
+
+
+def _loggable_robot_id(robot_id: str) -> str | None:
+    """Return the robot id if valid; an invalid one stays out of the log context."""
+    try:
+        return validate_robot_id(robot_id)
+    except InvalidRobotId:
+        return None

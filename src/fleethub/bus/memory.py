@@ -10,6 +10,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._dropped_by_closed = 0
 
     async def close(self) -> None:
         for subscribers in self._subscribers.values():
@@ -28,6 +29,20 @@ class MemoryBus:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscribed = False
         for channel in subscription.channels:
-            self._subscribers.get(channel, set()).discard(subscription)
+            subscribers = self._subscribers.get(channel, set())
+            subscribed = subscribed or subscription in subscribers
+            subscribers.discard(subscription)
+        if subscribed:
+            self._dropped_by_closed += subscription.dropped
         subscription.close()
+
+    def subscriptions(self) -> set[Subscription]:
+        """Return every open subscription (for metrics)."""
+        return set().union(*self._subscribers.values())
+
+    def dropped_total(self) -> int:
+        """Return messages dropped for slow subscribers since the bus started."""
+        live = sum(subscription.dropped for subscription in self.subscriptions())
+        return self._dropped_by_closed + live

@@ -65,9 +65,15 @@ class IngestStats:
         self.accepted = 0
         self.duplicates = 0
         self.rejected: dict[str, int] = {}
+        self.events: dict[str, int] = {}
+        # Called with the error code after each rejection. The transport binds
+        # the robot id, where there is one, in the log context.
+        self.on_rejection: Callable[[str], None] | None = None
 
     def count_rejection(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
+        if self.on_rejection is not None:
+            self.on_rejection(code)
 
 
 class IngestPipeline:
@@ -175,6 +181,7 @@ class IngestPipeline:
         When the event buffer is full (the database has been down for long) the
         event is still published but not stored, and the loss is logged.
         """
+        self.stats.events[event.type] = self.stats.events.get(event.type, 0) + 1
         try:
             self.event_writer.submit(event)
         except Overloaded:

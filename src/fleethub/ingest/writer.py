@@ -45,6 +45,7 @@ class _Pending(NamedTuple, Generic[T]):
     item: T | None  # None marks an acknowledgement with nothing new to write
     target: AckTarget | None
     seq: int | None
+    queued_at: float = 0.0  # time.monotonic() at submit, for the acknowledgement lag
 
 
 class WriterStats:
@@ -58,6 +59,8 @@ class WriterStats:
         self.retries = 0
         self.last_batch_size = 0
         self.last_flush_seconds = 0.0
+        # Seconds from submit to acknowledgement of the oldest item in the last batch.
+        self.last_ack_lag_seconds = 0.0
 
 
 class BatchWriter(Generic[T]):
@@ -111,7 +114,7 @@ class BatchWriter(Generic[T]):
                 f"Write buffer is full ({self.max_buffer} items); slow down and resend.",
                 buffered=len(self._buffer),
             )
-        self._buffer.append(_Pending(item, target, seq))
+        self._buffer.append(_Pending(item, target, seq, time.monotonic()))
         self._idle.clear()
         self._has_items.set()
         if len(self._buffer) >= self.batch_size:
@@ -120,6 +123,12 @@ class BatchWriter(Generic[T]):
     @property
     def full(self) -> bool:
         return len(self._buffer) >= self.max_buffer
+
+    def oldest_pending_age(self) -> float:
+        """Return seconds the oldest buffered item has waited (0 when empty)."""
+        if not self._buffer:
+            return 0.0
+        return time.monotonic() - self._buffer[0].queued_at
 
     async def wait_for_space(self) -> None:
         """Wait until the buffer has room again."""
@@ -179,6 +188,7 @@ class BatchWriter(Generic[T]):
     async def _flush_one_batch(self) -> None:
         count = min(self.batch_size, len(self._buffer))
         batch = [self._buffer[i] for i in range(count)]
+        oldest_queued_at = batch[0].queued_at  # read first: a retry may replace it
         started = time.perf_counter()
         written = await self._write_with_retry(batch)
         elapsed = time.perf_counter() - started
@@ -190,6 +200,7 @@ class BatchWriter(Generic[T]):
         self.stats.batches += 1
         self.stats.last_batch_size = written
         self.stats.last_flush_seconds = elapsed
+        self.stats.last_ack_lag_seconds = time.monotonic() - oldest_queued_at
         if self._on_flush is not None:
             self._on_flush(written, elapsed)
         _acknowledge(batch)
@@ -243,7 +254,7 @@ class BatchWriter(Generic[T]):
                 logger.exception("writer_item_failed", extra={"writer": self.name})
                 if pending.target is not None and pending.seq is not None:
                     pending.target.reject_stored(pending.seq, "storage_rejected", str(exc))
-            batch[index] = _Pending(None, pending.target, pending.seq)
+            batch[index] = pending._replace(item=None)
         return written
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import Row, event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Executable
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
@@ -114,9 +115,16 @@ class SqlStorage:
         except (OperationalError, PoolTimeout, OSError) as exc:
             raise StorageUnavailable(f"Database unavailable: {exc}") from exc
         except DBAPIError as exc:
-            if exc.connection_invalidated:
+            # Without a statement the error came from opening the connection (a
+            # database that refuses connections), not from a query.
+            if exc.connection_invalidated or exc.statement is None:
                 raise StorageUnavailable(f"Database connection lost: {exc}") from exc
             raise
+
+    async def fetch(self, query: Executable) -> Sequence[Row[Any]]:
+        """Run a read-only query built elsewhere (robot health) and return its rows."""
+        async with self._connect() as conn:
+            return (await conn.execute(query)).all()
 
     async def ping(self) -> None:
         async with self._connect() as conn:

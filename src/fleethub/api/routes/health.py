@@ -8,7 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from fleethub.api.deps import ServicesDep
-from fleethub.errors import FleethubError
+from fleethub.api.errors import error_responses
+from fleethub.errors import NotReady
+from fleethub.observability.readiness import OK
 
 router = APIRouter(tags=["health"])
 
@@ -19,21 +21,20 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(services: ServicesDep) -> Any:
-    """Report whether the database is reachable and the writer keeps up."""
-    checks: dict[str, str] = {}
-    try:
-        await services.storage.ping()
-        checks["database"] = "ok"
-    except FleethubError as exc:
-        checks["database"] = exc.message
-    writer = services.telemetry_writer
-    checks["telemetry_writer"] = (
-        "ok" if writer.healthy and len(writer) < writer.max_buffer else "backlogged"
+    """Report whether the database, Redis and other dependencies are usable.
+
+    Returns 503 with error ``not_ready``, naming each failing check, when not.
+    """
+    observability = services.observability
+    if observability is None:
+        raise RuntimeError("Services were built without observability.")
+    checks = await observability.readiness.run()
+    failing = [name for name, result in checks.items() if result != OK]
+    if not failing:
+        return {"status": "ready", "checks": checks}
+    error = NotReady(
+        f"Not ready: {', '.join(failing)}.", failing=failing, checks=checks
     )
-    ready = all(value == "ok" for value in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    return JSONResponse(error.to_dict(), status_code=error.status_code)

@@ -1,0 +1,1 @@
+"""Watching fleethub itself: metrics, readiness, robot health, request context."""
