@@ -258,11 +258,11 @@ class WebhookStore(_Store):
         async with self._connect(write=True) as conn:
             await conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id == item_id))
 
-    async def count_attempts(self, item_id: int, attempts: int) -> None:
+    async def set_attempts(self, item_id: int, attempts: int) -> None:
         query = (
             update(webhook_outbox)
             .where(webhook_outbox.c.id == item_id)
-            .values(attempts=webhook_outbox.c.attempts + attempts)
+            .values(attempts=attempts)
         )
         async with self._connect(write=True) as conn:
             await conn.execute(query)

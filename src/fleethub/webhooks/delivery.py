@@ -81,8 +81,8 @@ class Deliverer:
         self.breakers = breakers
         self.record = record
 
-    async def deliver(self, webhook: Webhook, item: OutboxItem) -> int:
-        """Deliver ``item`` and return the attempts made.
+    async def deliver(self, webhook: Webhook, item: OutboxItem) -> None:
+        """Deliver ``item``, adding each attempt to ``item.attempts``.
 
         Raises :class:`DeliveryFailed` when every attempt failed and
         :class:`CircuitOpen` when the breaker stopped the retries.
@@ -96,12 +96,10 @@ class Deliverer:
             retry=retry_if_exception_type(DeliveryFailed),
             reraise=True,
         )
-        attempts = 0
         async for attempt in retrying:
             with attempt:
-                attempts += 1
-                await self._attempt(webhook, item, item.attempts + attempts)
-        return attempts
+                item.attempts += 1
+                await self._attempt(webhook, item, item.attempts)
 
     async def _attempt(self, webhook: Webhook, item: OutboxItem, number: int) -> None:
         breaker = await self.breakers.get_breaker(webhook.webhook_id)
