@@ -14,16 +14,19 @@ from fleethub.bus.base import EventBus
 from fleethub.bus.memory import MemoryBus
 from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
+from fleethub.event_services import build_rule_engine, start_event_services
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
 from fleethub.live.memory import MemoryLiveState
 from fleethub.models import Event, TelemetryRow
-from fleethub.rules.builtin import RuleEngine, builtin_rules
+from fleethub.rules.service import RuleService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
 from fleethub.storage.sql import SqlStorage, create_engine
+from fleethub.stream.hub import StreamHub
 from fleethub.transports.registry import LinkRegistry
+from fleethub.webhooks.service import WebhookService
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +51,15 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    rules: RuleService
+    stream: StreamHub
+    webhooks: WebhookService
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
+        await self.rules.close()
+        await self.webhooks.close()
+        await self.stream.close()
         await self.telemetry_writer.close()
         await self.event_writer.close()
         await self.bus.close()
@@ -90,9 +99,13 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     )
     pipeline = IngestPipeline(
         settings, storage, live, bus, telemetry_writer, event_writer,
-        RuleEngine(builtin_rules(settings)),
+        build_rule_engine(settings),
     )
     links = LinkRegistry()
+    commands = CommandService(links, pipeline.emit)
+    rules, stream, webhooks = await start_event_services(
+        settings, storage, bus, pipeline, commands
+    )
     services = Services(
         settings=settings,
         node_id=uuid.uuid4().hex[:12],
@@ -103,7 +116,10 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer=event_writer,
         pipeline=pipeline,
         links=links,
-        commands=CommandService(links, pipeline.emit),
+        commands=commands,
+        rules=rules,
+        stream=stream,
+        webhooks=webhooks,
     )
     telemetry_writer.start()
     event_writer.start()

@@ -122,10 +122,14 @@ class Rule(BaseModel):
             if getattr(self, name) is not None
         ]
         if extra or self.sustained_for_s:
-            names = ", ".join(extra + (["sustained_for_s"] if self.sustained_for_s else []))
+            names = ", ".join(
+                extra + (["sustained_for_s"] if self.sustained_for_s else [])
+            )
             raise ValueError(f"An event rule takes no {names}; it fires on each event.")
         if self.clear_event_type is not None:
-            raise ValueError("An event rule never clears, so it takes no clear_event_type.")
+            raise ValueError(
+                "An event rule never clears, so it takes no clear_event_type."
+            )
 
     def _check_status_rule(self) -> None:
         if self.comparison not in (Comparison.EQ, Comparison.NE):

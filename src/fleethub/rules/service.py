@@ -172,7 +172,11 @@ class RuleService:
         await self.alert_store.open(_alert(rule, event, alert_id))
         logger.info(
             "alert_opened",
-            extra={"rule_id": rule.id, "robot_id": event.robot_id, "alert_id": alert_id},
+            extra={
+                "rule_id": rule.id,
+                "robot_id": event.robot_id,
+                "alert_id": alert_id,
+            },
         )
         command = rule.actions.command
         if command is not None and event.robot_id is not None:

@@ -223,7 +223,9 @@ class WebhookStore(_Store):
 
     async def all(self) -> list[Webhook]:
         async with self._connect() as conn:
-            result = await conn.execute(select(webhooks).order_by(webhooks.c.created_at))
+            result = await conn.execute(
+                select(webhooks).order_by(webhooks.c.created_at)
+            )
             return [
                 Webhook(**{**row._mapping, "created_at": _utc(row.created_at)})
                 for row in result
@@ -256,7 +258,9 @@ class WebhookStore(_Store):
     async def settle(self, item_id: int) -> None:
         """Remove a delivered or expired event from the outbox."""
         async with self._connect(write=True) as conn:
-            await conn.execute(delete(webhook_outbox).where(webhook_outbox.c.id == item_id))
+            await conn.execute(
+                delete(webhook_outbox).where(webhook_outbox.c.id == item_id)
+            )
 
     async def set_attempts(self, item_id: int, attempts: int) -> None:
         query = (
@@ -284,6 +288,4 @@ class WebhookStore(_Store):
         query = query.order_by(webhook_deliveries.c.id.desc()).limit(limit)
         async with self._connect() as conn:
             result = await conn.execute(query)
-            return [
-                Delivery(**{**row._mapping, "ts": _utc(row.ts)}) for row in result
-            ]
+            return [Delivery(**{**row._mapping, "ts": _utc(row.ts)}) for row in result]

@@ -129,7 +129,10 @@ class Deliverer:
         }
         try:
             response = await self.client.post(
-                webhook.url, content=body, headers=headers, timeout=self.policy.timeout_s
+                webhook.url,
+                content=body,
+                headers=headers,
+                timeout=self.policy.timeout_s,
             )
         except httpx.HTTPError as exc:
             message = f"Request failed: {type(exc).__name__}: {exc}"

@@ -105,6 +105,7 @@ class WebhookService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.deliverer.client.aclose()
 
     def offer(self, event: Event) -> None:
         """Queue an event for the webhooks without waiting."""
@@ -217,7 +218,9 @@ class WebhookService:
             try:
                 pause = await self._send_pending(sender.webhook)
             except Exception:
-                logger.exception("webhook_sender_failed", extra={"webhook_id": webhook_id})
+                logger.exception(
+                    "webhook_sender_failed", extra={"webhook_id": webhook_id}
+                )
                 pause = self.retry_pause_s
             if pause is not None:
                 # Back off before the next round; new events wait in the outbox.
@@ -271,7 +274,10 @@ class WebhookService:
         status.state = message.state
         if message.state == "opened":
             status.times_opened += 1
-        logger.warning("webhook_circuit_changed", extra={"webhook_id": name, "state": message.state})
+        logger.warning(
+            "webhook_circuit_changed",
+            extra={"webhook_id": name, "state": message.state},
+        )
 
 
 def matches(webhook: Webhook, event: Event) -> bool:

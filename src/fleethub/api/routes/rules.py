@@ -38,7 +38,9 @@ async def create_rule(rule: Rule, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.put("/{rule_id}", responses=error_responses(400, 404, 422))
-async def replace_rule(rule_id: str, rule: Rule, services: ServicesDep) -> dict[str, Any]:
+async def replace_rule(
+    rule_id: str, rule: Rule, services: ServicesDep
+) -> dict[str, Any]:
     """Replace a rule; the id in the body must match the path."""
     if rule.id != rule_id:
         raise InvalidInput(

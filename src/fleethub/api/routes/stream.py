@@ -79,7 +79,9 @@ async def fleet_stream(websocket: WebSocket) -> None:
         subscriber = _hub(websocket).connect(_filters_from_query(websocket))
     except FleethubError as exc:
         await websocket.send_json({"type": "error", **exc.to_dict()})
-        code = CLOSE_POLICY_VIOLATION if exc.status_code < 500 else CLOSE_TRY_AGAIN_LATER
+        code = (
+            CLOSE_POLICY_VIOLATION if exc.status_code < 500 else CLOSE_TRY_AGAIN_LATER
+        )
         await websocket.close(code, exc.code)
         return
     try:
@@ -123,7 +125,9 @@ async def _receive_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
             continue
         try:
             if not isinstance(values, dict):
-                raise InvalidInput("Message must be a JSON object.", code="invalid_subscription")
+                raise InvalidInput(
+                    "Message must be a JSON object.", code="invalid_subscription"
+                )
             subscriber.set_filters(parse_filters(values, "message"))
         except InvalidInput as exc:
             await websocket.send_json({"type": "error", **exc.to_dict()})
