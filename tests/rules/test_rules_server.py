@@ -145,9 +145,8 @@ async def test_robot_offline_and_back(tmp_path: Path) -> None:
         async with RobotClient(server.ws_url, "r1") as robot:
             await robot.send_state(state())
             await wait_until(lambda: alerts(http, status="cleared"))
-        events = (await http.get("/api/events", params={"robot_id": "r1"})).json()
+        types = await wait_until(lambda: event_types(http, "robot_online"))
 
-    types = [event["type"] for event in events["items"]]
     assert before_timeout == []
     assert offline["severity"] == "critical"
     assert offline["status"] == "open"
