@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleethub.protocol import Lidar, Orientation, Position, RobotState, RobotStatus, Velocity
+from fleethub.protocol import (
+    Lidar,
+    Orientation,
+    Position,
+    RobotState,
+    RobotStatus,
+    Velocity,
+)
 from fleethub.settings import Settings
 
 T = TypeVar("T")

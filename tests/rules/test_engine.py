@@ -92,7 +92,10 @@ def test_status_and_range_rules_fire() -> None:
 
     events = engine.evaluate("r1", state(status=RobotStatus.ERROR, min_range=0.2))
 
-    assert sorted(event.type for event in events) == ["error_occurred", "obstacle_detected"]
+    assert sorted(event.type for event in events) == [
+        "error_occurred",
+        "obstacle_detected",
+    ]
 
 
 def test_scan_without_returns_counts_as_far() -> None:

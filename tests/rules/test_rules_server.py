@@ -68,7 +68,9 @@ async def test_alert_acknowledged_then_cleared(tmp_path: Path) -> None:
     ):
         await robot.send_state(state(battery=10.0))
         [alert] = await wait_until(lambda: alerts(http, status="open"))
-        acked = await http.post(f"/api/alerts/{alert['alert_id']}/ack", json={"by": "ops"})
+        acked = await http.post(
+            f"/api/alerts/{alert['alert_id']}/ack", json={"by": "ops"}
+        )
         for battery in (9.0, 22.0, 11.0):
             await robot.send_state(state(battery=battery))
         await robot.send_state(state(battery=30.0))
@@ -157,7 +159,12 @@ async def test_robot_offline_and_back(tmp_path: Path) -> None:
 async def test_rules_crud_validates(tmp_path: Path) -> None:
     """Rules CRUD rejects bad rules with structured errors and persists edits."""
     settings = server_settings(tmp_path)
-    good = {"id": "fast", "field": "linear_velocity", "comparison": "gt", "threshold": 2}
+    good = {
+        "id": "fast",
+        "field": "linear_velocity",
+        "comparison": "gt",
+        "threshold": 2,
+    }
     bad_hysteresis = {**good, "id": "bad", "clear_threshold": 3.0}
     async with (
         running_server(settings, migrate_schema=True) as server,
@@ -166,7 +173,9 @@ async def test_rules_crud_validates(tmp_path: Path) -> None:
         created = await http.post("/api/rules", json=good)
         duplicate = await http.post("/api/rules", json=good)
         invalid = await http.post("/api/rules", json=bad_hysteresis)
-        unknown_field = await http.post("/api/rules", json={**good, "id": "x", "field": "y"})
+        unknown_field = await http.post(
+            "/api/rules", json={**good, "id": "x", "field": "y"}
+        )
         mismatch = await http.put("/api/rules/other", json=good)
         deleted = await http.delete("/api/rules/obstacle_detected")
         missing = await http.delete("/api/rules/obstacle_detected")
@@ -202,7 +211,9 @@ async def test_mission_event_rule_opens_alert(tmp_path: Path) -> None:
         httpx.AsyncClient(base_url=server.http_url) as http,
     ):
         pipeline = server.app.state.services.pipeline
-        await pipeline.emit(Event(type="mission_failed", robot_id="r7", data={"id": "m1"}))
+        await pipeline.emit(
+            Event(type="mission_failed", robot_id="r7", data={"id": "m1"})
+        )
         [alert] = await wait_until(lambda: alerts(http, status="open"))
 
     assert alert["rule_id"] == "mission_failed"

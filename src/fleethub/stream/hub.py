@@ -74,6 +74,7 @@ class Subscriber:
         self.filters = filters
         self.max_missed = max_missed
         self.missed_total = 0
+        self.peak_length = 0
         self.evicted = asyncio.Event()
         self.eviction_reason: str | None = None
         self._clock = clock
@@ -101,7 +102,7 @@ class Subscriber:
             self._unreported += 1
         self._seq += 1
         self._states.append((self._seq, message))
-        self._ready.set()
+        self._queued()
         return self._unreported <= self.max_missed
 
     def offer_event(self, head: _Envelope, message: bytes) -> bool:
@@ -113,8 +114,12 @@ class Subscriber:
             return False
         self._seq += 1
         self._events.append((self._seq, message))
-        self._ready.set()
+        self._queued()
         return True
+
+    def _queued(self) -> None:
+        self.peak_length = max(self.peak_length, len(self))
+        self._ready.set()
 
     async def next(self) -> bytes:
         """Wait for the next message: a ``missed`` notice first, then by arrival."""
