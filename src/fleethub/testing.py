@@ -79,10 +79,13 @@ class StateFactory:
 
 
 async def wait_until(
-    condition: Callable[[], T | Awaitable[T]], timeout: float = 10.0
+    condition: Callable[[], T | Awaitable[T]], limit_s: float = 10.0
 ) -> T:
-    """Poll ``condition`` until it returns a truthy value, or raise TimeoutError."""
-    async with asyncio.timeout(timeout):
+    """Poll ``condition`` until it returns a truthy value and return that value.
+
+    Raises TimeoutError after ``limit_s`` seconds.
+    """
+    async with asyncio.timeout(limit_s):
         while True:
             value = condition()
             if inspect.isawaitable(value):
