@@ -90,8 +90,11 @@ class Deliverer:
         policy = self.policy
         retrying = AsyncRetrying(
             stop=stop_after_attempt(policy.max_attempts),
+            # Waits initial * 2**n plus up to ``initial`` of jitter, capped at max.
             wait=wait_exponential_jitter(
-                initial=policy.initial_backoff_s, max=policy.max_backoff_s
+                multiplier=policy.initial_backoff_s,
+                jitter=policy.initial_backoff_s,
+                max=policy.max_backoff_s,
             ),
             retry=retry_if_exception_type(DeliveryFailed),
             reraise=True,
