@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 class ManualClock:
-    """A clock that only moves when told to; call it for the current time."""
+    """A clock that moves only through :meth:`advance`; calling it returns the time."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime.now(UTC)

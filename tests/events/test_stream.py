@@ -98,7 +98,7 @@ async def test_filters_at_connect(tmp_path: Path) -> None:
 
 
 async def test_subscribe_message_replaces_filters(tmp_path: Path) -> None:
-    """A subscribe message changes the filters; a bad one is answered and ignored."""
+    """A subscribe message changes filters, and an invalid one gets an error."""
     state = StateFactory()
     async with (
         running_server(server_settings(tmp_path), migrate_schema=True) as server,
@@ -198,7 +198,7 @@ def open_slow_subscriber(server: RunningServer) -> socket.socket:
 
 
 async def test_slow_subscriber_is_bounded_and_evicted(tmp_path: Path) -> None:
-    """Subscribers that never read stay bounded, get evicted and slow nobody."""
+    """Subscribers that never read stay bounded and are evicted, delaying no one."""
     settings = server_settings(
         tmp_path, stream_state_queue=32, stream_event_queue=64, stream_max_missed=200
     )

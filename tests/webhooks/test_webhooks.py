@@ -242,7 +242,9 @@ async def test_webhook_requests_are_validated(tmp_path: Path) -> None:
         webhook_id = created.json()["webhook_id"]
         deleted = await http.delete(f"/api/webhooks/{webhook_id}")
         again = await http.delete(f"/api/webhooks/{webhook_id}")
-        gone = await http.get(f"/api/webhooks/{webhook_id}/deliveries")
+        deliveries_after_delete = await http.get(
+            f"/api/webhooks/{webhook_id}/deliveries"
+        )
 
     for response in responses:
         assert response.status_code == 422, response.text
@@ -251,4 +253,4 @@ async def test_webhook_requests_are_validated(tmp_path: Path) -> None:
     assert len(created.json()["secret"]) >= 32
     assert deleted.status_code == 204
     assert again.status_code == 404
-    assert gone.status_code == 404
+    assert deliveries_after_delete.status_code == 404

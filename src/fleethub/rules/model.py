@@ -45,7 +45,7 @@ class StateField(enum.StrEnum):
 
 
 class Comparison(enum.StrEnum):
-    """How the field's value is compared with the threshold."""
+    """Comparison operator applied to the field's value and the threshold."""
 
     LT = "lt"
     LE = "le"
@@ -70,7 +70,7 @@ class CommandAction(BaseModel):
 
 
 class Actions(BaseModel):
-    """What happens when a rule fires, besides publishing its event."""
+    """Actions a rule runs when it fires, besides publishing its event."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -34,7 +34,7 @@ Emit = Callable[[Event], Awaitable[None]]
 
 
 class CommandSender(Protocol):
-    """What the rules need to send a robot a command."""
+    """Interface the rules use to send a robot a command."""
 
     async def send(
         self, robot_id: str, command_type: str, params: dict[str, Any]
@@ -42,7 +42,7 @@ class CommandSender(Protocol):
 
 
 class EventSink(Protocol):
-    """Where events go after the rules: the webhooks."""
+    """Receiver of events after the rules have seen them (the webhooks)."""
 
     def offer(self, event: Event) -> None: ...
 

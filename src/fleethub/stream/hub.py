@@ -11,8 +11,9 @@ subscriber. Each subscriber has two bounded queues:
   out, the subscriber is evicted: it gets no more messages and its connection
   is closed.
 
-So a subscriber holds at most ``max_states + max_events`` messages, the hub at
-most ``max_subscribers`` subscribers, and publishing never waits on anyone.
+So a subscriber queues at most ``max_states + max_events`` messages and the
+hub accepts at most ``max_subscribers`` subscribers. Publishing never waits
+for a subscriber.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from fleethub.stream.filters import StreamFilters
 
 logger = logging.getLogger(__name__)
 
-# The bus subscription of the hub itself; it is drained by one task that does
-# no I/O, so it only fills when the event loop is starved.
+# Queue size of the hub's own bus subscription. One task without I/O drains
+# it, so it fills only when the event loop is starved.
 HUB_BUS_QUEUE = 100_000
 
 
@@ -234,10 +235,10 @@ class StreamHub:
             return
         for subscriber in list(self.subscribers):
             if channel == STATES:
-                kept = subscriber.offer_state(head.robot_id, message)
+                still_subscribed = subscriber.offer_state(head.robot_id, message)
             else:
-                kept = subscriber.offer_event(head, message)
-            if not kept:
+                still_subscribed = subscriber.offer_event(head, message)
+            if not still_subscribed:
                 self._evict(subscriber, "too_slow")
 
     def _evict(self, subscriber: Subscriber, reason: str) -> None:

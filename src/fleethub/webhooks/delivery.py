@@ -1,10 +1,10 @@
 """Deliver one event to one webhook: sign, post, retry, and trip the breaker.
 
-Each HTTP attempt runs inside the webhook's circuit breaker (``purgatory``):
-after ``breaker_threshold`` failures in a row the breaker opens and attempts
-fail at once with :class:`CircuitOpen` until ``breaker_reset_s`` has passed;
-then one trial request decides whether it closes again. Failed attempts are
-retried by ``tenacity`` with exponential back-off and jitter; an open breaker
+Each HTTP attempt runs inside the webhook's circuit breaker (``purgatory``).
+After ``breaker_threshold`` failures in a row the breaker opens, and attempts
+fail at once with :class:`CircuitOpen` until ``breaker_reset_s`` has passed.
+Then one trial request decides whether it closes again. ``tenacity`` retries
+failed attempts with exponential back-off and jitter, and an open breaker
 ends the retries early.
 
 The receiver checks ``X-Fleethub-Signature: sha256=<hex>``, the HMAC-SHA256 of
@@ -49,16 +49,16 @@ def sign(secret: str, body: bytes) -> str:
 
 
 class DeliveryFailed(Exception):
-    """An attempt that got no 2xx response; retried."""
+    """An attempt that got no 2xx response, so it is retried."""
 
 
 class CircuitOpen(Exception):
-    """The webhook's breaker is open; no request was made."""
+    """The webhook's breaker is open, so no request was made."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently one event is retried in one round."""
+    """Retry limits and back-off for one event in one delivery round."""
 
     max_attempts: int = 5
     initial_backoff_s: float = 0.5

@@ -3,8 +3,8 @@
 Both take the same filters as query parameters: ``robot_ids`` and
 ``event_types`` (repeated or comma-separated), ``min_severity``, ``states``,
 ``events`` and ``state_rate_hz``. A WebSocket client may replace them at any
-time by sending ``{"type": "subscribe", ...}`` with the same fields; the server
-answers ``{"type": "subscribed", "filters": {...}}`` or an ``error`` message.
+time by sending ``{"type": "subscribe", ...}`` with the same fields. The server
+replies with ``{"type": "subscribed", "filters": {...}}`` or an ``error`` message.
 
 Messages are the bus's JSON: ``{"type": "state_update", "robot_id", "data"}``,
 ``{"type": "event", "data"}`` and ``{"type": "missed", "states": N}`` after
