@@ -5,8 +5,9 @@ never waits. A writer task stores one outbox row per matching webhook; a
 sender task per webhook delivers its rows oldest first and deletes each once
 delivered. Rows survive a restart: the senders start by reading the outbox,
 so events that were not delivered before a stop are sent when the process
-comes back. An event sits in memory (not yet in the outbox) for at most one
-writer round, and is lost if the process dies in that window.
+comes back. Until its outbox row is written, an event lives only in memory
+and is lost if the process dies. When the database is down the writer keeps
+the events queued and retries every ``retry_pause_s``.
 
 A row that still fails after a full retry round stays at the head of its
 webhook's outbox and is tried again after ``retry_pause_s`` (or, with an open
@@ -28,7 +29,7 @@ from typing import Any
 import msgspec
 from purgatory import AsyncCircuitBreakerFactory
 
-from fleethub.errors import NotFound
+from fleethub.errors import FleethubError, NotFound
 from fleethub.models import Event, utcnow
 from fleethub.storage.events_sql import OutboxItem, Webhook, WebhookStore
 from fleethub.webhooks.delivery import CircuitOpen, Deliverer, DeliveryFailed
@@ -95,11 +96,18 @@ class WebhookService:
 
         Deliveries in flight are cancelled; their rows stay in the outbox.
         """
-        with contextlib.suppress(Exception):
-            await self._write_queued()
         tasks = [sender.task for sender in self._senders.values() if sender.task]
         if self._writer is not None:
-            tasks.append(self._writer)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        try:
+            await self._write_queued()
+        except FleethubError as exc:
+            logger.error(
+                "webhook_events_lost",
+                extra={"events": len(self._queue), "error": exc.message},
+            )
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -179,6 +187,8 @@ class WebhookService:
                 await self._write_queued()
             except Exception:
                 logger.exception("webhook_outbox_write_failed")
+                await asyncio.sleep(self.retry_pause_s)
+                self._ready.set()
 
     async def _write_queued(self) -> None:
         events = list(self._queue)
@@ -197,7 +207,12 @@ class WebhookService:
                         }
                     )
                     woken.add(sender.webhook.webhook_id)
-        await self.store.enqueue(rows)
+        try:
+            await self.store.enqueue(rows)
+        except BaseException:
+            # Put the events back in order, so a later round writes them.
+            self._queue.extendleft(reversed(events))
+            raise
         for webhook_id in woken:
             self._senders[webhook_id].wake.set()
 
