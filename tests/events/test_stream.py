@@ -203,7 +203,7 @@ async def test_slow_subscriber_is_bounded_and_evicted(tmp_path: Path) -> None:
         tmp_path, stream_state_queue=32, stream_event_queue=64, stream_max_missed=200
     )
     state = StateFactory()
-    batches, per_batch = 40, 16
+    batches, per_batch = 25, 16
     async with running_server(settings, migrate_schema=True) as server:
         hub = hub_of(server)
         limit_send_buffers(server)
@@ -218,7 +218,7 @@ async def test_slow_subscriber_is_bounded_and_evicted(tmp_path: Path) -> None:
             reader = asyncio.create_task(collect_until(fast, is_event("battery_low")))
             for _ in range(batches):
                 for _ in range(per_batch):
-                    await robot.send_state(state(beams=1000))
+                    await robot.send_state(state(beams=200))
                 await robot.flush(RECEIVE_TIMEOUT_S)
             await robot.send_state(state(battery=5.0))
             await robot.flush(RECEIVE_TIMEOUT_S)

@@ -31,7 +31,7 @@ def use_manual_clock(server: RunningServer) -> ManualClock:
     return clock
 
 
-async def test_battery_low_sends_charge(tmp_path: Path) -> None:
+async def test_battery_low_sends_charge(tmp_path: Path, database_url: str) -> None:
     """A low battery opens one alert and sends the robot a charge command."""
     commands: list[dict[str, Any]] = []
 
@@ -40,7 +40,7 @@ async def test_battery_low_sends_charge(tmp_path: Path) -> None:
         return "succeeded", None
 
     state = StateFactory()
-    settings = server_settings(tmp_path)
+    settings = server_settings(tmp_path, database_url=database_url)
     async with (
         running_server(settings, migrate_schema=True) as server,
         httpx.AsyncClient(base_url=server.http_url) as http,
@@ -58,11 +58,15 @@ async def test_battery_low_sends_charge(tmp_path: Path) -> None:
     assert alert["data"]["value"] == 15.0
 
 
-async def test_alert_acknowledged_then_cleared(tmp_path: Path) -> None:
+async def test_alert_acknowledged_then_cleared(
+    tmp_path: Path, database_url: str
+) -> None:
     """An acknowledged alert raises no new alert and clears past hysteresis."""
     state = StateFactory()
     async with (
-        running_server(server_settings(tmp_path), migrate_schema=True) as server,
+        running_server(
+            server_settings(tmp_path, database_url=database_url), migrate_schema=True
+        ) as server,
         httpx.AsyncClient(base_url=server.http_url) as http,
         RobotClient(server.ws_url, "r1") as robot,
     ):
@@ -156,9 +160,9 @@ async def test_robot_offline_and_back(tmp_path: Path) -> None:
     assert "robot_online" in types
 
 
-async def test_rules_crud_validates(tmp_path: Path) -> None:
+async def test_rules_crud_validates(tmp_path: Path, database_url: str) -> None:
     """Rules CRUD rejects bad rules with structured errors and persists edits."""
-    settings = server_settings(tmp_path)
+    settings = server_settings(tmp_path, database_url=database_url)
     good = {
         "id": "fast",
         "field": "linear_velocity",

@@ -128,9 +128,9 @@ async def test_delivery_is_signed(tmp_path: Path) -> None:
     assert all("secret" not in item for item in listed)
 
 
-async def test_failed_delivery_is_retried(tmp_path: Path) -> None:
+async def test_failed_delivery_is_retried(tmp_path: Path, database_url: str) -> None:
     """Two failures are retried with back-off and the third attempt delivers."""
-    settings = server_settings(tmp_path, **FAST_RETRIES)
+    settings = server_settings(tmp_path, database_url=database_url, **FAST_RETRIES)
     async with (
         receiver(failures=2) as target,
         running_server(settings, migrate_schema=True) as server,
@@ -185,10 +185,15 @@ async def test_breaker_opens_and_closes(tmp_path: Path) -> None:
     assert len(target.delivered()) == 1
 
 
-async def test_undelivered_event_survives_restart(tmp_path: Path) -> None:
+async def test_undelivered_event_survives_restart(
+    tmp_path: Path, database_url: str
+) -> None:
     """An event not delivered before a stop is delivered after the restart."""
     settings = server_settings(
-        tmp_path, webhook_max_attempts=1, webhook_retry_pause_s=60
+        tmp_path,
+        database_url=database_url,
+        webhook_max_attempts=1,
+        webhook_retry_pause_s=60,
     )
     async with receiver() as probe:
         url = probe.url
