@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from fleethub.errors import Conflict, FleethubError, NotFound
 from fleethub.models import Event, Severity, utcnow
 from fleethub.rules.engine import RuleEngine
@@ -81,8 +83,14 @@ class RuleService:
         for rule_id, definition in (await self.rule_store.overrides()).items():
             if definition is None:
                 self.engine.remove(rule_id)
-            else:
+                continue
+            try:
                 self.engine.put(Rule.model_validate(definition))
+            except ValidationError as exc:
+                # A stored rule this version cannot read; the file's rule stays.
+                logger.error(
+                    "stored_rule_invalid", extra={"rule_id": rule_id, "error": str(exc)}
+                )
         self.engine.restore(
             (alert.rule_id, alert.robot_id, alert.alert_id)
             for alert in await self.alert_store.open_alerts()

@@ -39,21 +39,28 @@ logger = logging.getLogger(__name__)
 HUB_BUS_QUEUE = 100_000
 
 
-class _Head(msgspec.Struct):
+class EnvelopeData(msgspec.Struct):
+    """The routing fields of an event."""
+
     type: str | None = None
     robot_id: str | None = None
     severity: str | None = None
 
 
-class _Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct):
     """The routing fields of a bus message; everything else is ignored."""
 
     type: str
     robot_id: str | None = None
-    data: _Head = msgspec.field(default_factory=_Head)
+    data: EnvelopeData = msgspec.field(default_factory=EnvelopeData)
 
 
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
+
+
+def decode_envelope(message: bytes) -> Envelope:
+    """Read the routing fields of a bus message; raise msgspec.DecodeError."""
+    return _ENVELOPE_DECODER.decode(message)
 
 
 class Evicted(Exception):
@@ -106,7 +113,7 @@ class Subscriber:
         self._queued()
         return self._unreported <= self.max_missed
 
-    def offer_event(self, head: _Envelope, message: bytes) -> bool:
+    def offer_event(self, head: Envelope, message: bytes) -> bool:
         """Queue an event; return False when the events queue is full."""
         data = head.data
         if not self.filters.wants_event(data.type, data.robot_id, data.severity):
@@ -229,7 +236,7 @@ class StreamHub:
 
     def _deliver(self, channel: str, message: bytes) -> None:
         try:
-            head = _envelope_decoder.decode(message)
+            head = decode_envelope(message)
         except msgspec.DecodeError:
             logger.warning("stream_message_invalid", extra={"channel": channel})
             return
