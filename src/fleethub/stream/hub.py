@@ -48,7 +48,7 @@ class EnvelopeData(msgspec.Struct):
 
 
 class Envelope(msgspec.Struct):
-    """The routing fields of a bus message; everything else is ignored."""
+    """The routing fields of a bus message; decoding skips everything else."""
 
     type: str
     robot_id: str | None = None
@@ -59,12 +59,12 @@ _ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 
 
 def decode_envelope(message: bytes) -> Envelope:
-    """Read the routing fields of a bus message; raise msgspec.DecodeError."""
+    """Decode the routing fields of a bus message, or raise msgspec.DecodeError."""
     return _ENVELOPE_DECODER.decode(message)
 
 
 class Evicted(Exception):
-    """The subscriber fell behind or the server is closing; stop reading."""
+    """Raised to a reader whose subscriber fell behind or whose server is closing."""
 
 
 class Subscriber:
@@ -102,7 +102,7 @@ class Subscriber:
         self._last_state_at.clear()
 
     def offer_state(self, robot_id: str | None, message: bytes) -> bool:
-        """Queue a state; return False when the subscriber must be evicted."""
+        """Queue a state and return False when the subscriber must be evicted."""
         if not self.filters.wants_state(robot_id) or self._rate_limited(robot_id):
             return True
         if len(self._states) == self._states.maxlen:
@@ -114,7 +114,7 @@ class Subscriber:
         return self._unreported <= self.max_missed
 
     def offer_event(self, head: Envelope, message: bytes) -> bool:
-        """Queue an event; return False when the events queue is full."""
+        """Queue an event and return False when the events queue is full."""
         data = head.data
         if not self.filters.wants_event(data.type, data.robot_id, data.severity):
             return True
@@ -211,8 +211,8 @@ class StreamHub:
         """Add a subscriber, or raise :class:`Overloaded` when the hub is full."""
         if len(self.subscribers) >= self.max_subscribers:
             raise Overloaded(
-                f"The stream has {self.max_subscribers} subscribers, its maximum; "
-                "try again later.",
+                f"The stream already has its maximum of {self.max_subscribers} "
+                "subscribers; try again later.",
                 code="too_many_subscribers",
             )
         subscriber = Subscriber(
