@@ -101,7 +101,7 @@ class Rule(BaseModel):
     clear_event_type: EventType | None = Field(
         None, description="Type of the event published on clearing."
     )
-    actions: Actions = Field(default_factory=Actions)
+    actions: Actions = Field(default_factory=lambda: Actions(webhooks=True))
 
     @model_validator(mode="after")
     def _check_shape(self) -> Self:
@@ -141,18 +141,20 @@ class Rule(BaseModel):
             raise ValueError("A 'status' rule takes no clear_threshold.")
 
     def _check_numeric_rule(self) -> None:
+        name = self.field.value if self.field is not None else "?"
         if self.comparison is None:
-            raise ValueError(f"A {self.field.value!r} rule needs a comparison.")
+            raise ValueError(f"A {name!r} rule needs a comparison.")
         if self.threshold is None and self.field is not StateField.SECONDS_SINCE_STATE:
-            raise ValueError(f"A {self.field.value!r} rule needs a numeric threshold.")
+            raise ValueError(f"A {name!r} rule needs a numeric threshold.")
         if isinstance(self.threshold, str):
-            raise ValueError(f"A {self.field.value!r} rule needs a numeric threshold.")
+            raise ValueError(f"A {name!r} rule needs a numeric threshold.")
         self._check_clear_threshold()
 
     def _check_clear_threshold(self) -> None:
         clear, threshold = self.clear_threshold, self.threshold
-        if clear is None or threshold is None:
+        if clear is None or not isinstance(threshold, float):
             return
+        assert self.comparison is not None
         if self.comparison not in _LOWER | _UPPER:
             raise ValueError("clear_threshold needs comparison lt, le, gt or ge.")
         if self.comparison in _LOWER and clear < threshold:

@@ -165,7 +165,7 @@ class AlertStore(_Store):
             row = result.first()
         return None if row is None else _alert(row._mapping)
 
-    async def list(
+    async def find(
         self,
         *,
         status: str | None = None,

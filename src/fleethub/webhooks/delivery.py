@@ -51,6 +51,10 @@ def sign(secret: str, body: bytes) -> str:
 class DeliveryFailed(Exception):
     """An attempt that got no 2xx response, so it is retried."""
 
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
 
 class CircuitOpen(Exception):
     """The webhook's breaker is open, so no request was made."""
@@ -114,11 +118,16 @@ class Deliverer:
             await self._record(item, number, "circuit_open", None, None, started)
             raise CircuitOpen(webhook.webhook_id) from None
         except DeliveryFailed as exc:
-            status = exc.args[1] if len(exc.args) > 1 else None
-            await self._record(item, number, "failed", status, str(exc), started)
+            error = str(exc)
+            await self._record(item, number, "failed", exc.status_code, error, started)
             logger.warning(
                 "webhook_attempt_failed",
-                extra={"webhook_id": webhook.webhook_id, "attempt": number},
+                extra={
+                    "webhook_id": webhook.webhook_id,
+                    "event_id": item.event_id,
+                    "attempt": number,
+                    "error": error,
+                },
             )
             raise
         await self._record(item, number, "delivered", status, None, started)
@@ -139,7 +148,7 @@ class Deliverer:
             )
         except httpx.HTTPError as exc:
             message = f"Request failed: {type(exc).__name__}: {exc}"
-            raise DeliveryFailed(message, None) from None
+            raise DeliveryFailed(message) from None
         if not response.is_success:
             message = f"Endpoint returned HTTP {response.status_code}."
             raise DeliveryFailed(message, response.status_code)

@@ -38,7 +38,7 @@ async def list_alerts(
     if robot_id is not None:
         validate_robot_id(robot_id)
     limit = min(limit, services.settings.max_page_size)
-    items = await services.rules.alert_store.list(
+    items = await services.rules.alert_store.find(
         status=status,
         robot_id=robot_id,
         rule_id=rule_id,
