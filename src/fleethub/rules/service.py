@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from fleethub.errors import Conflict, FleethubError, NotFound
+from fleethub.logs import should_log_repeat
 from fleethub.models import Event, Severity, utcnow
 from fleethub.rules.engine import RuleEngine
 from fleethub.rules.model import Rule
@@ -117,10 +118,11 @@ class RuleService:
         """Queue an emitted event without waiting; the oldest is dropped when full."""
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-            logger.warning(
-                "rules_queue_full",
-                extra={"event_type": event.type, "dropped": self.dropped},
-            )
+            if should_log_repeat(self.dropped):
+                logger.warning(
+                    "rules_queue_full",
+                    extra={"event_type": event.type, "dropped": self.dropped},
+                )
         self._queue.append(event)
         self._idle.clear()
         self._ready.set()

@@ -30,6 +30,7 @@ import msgspec
 from purgatory import AsyncCircuitBreakerFactory
 
 from fleethub.errors import FleethubError, NotFound
+from fleethub.logs import should_log_repeat
 from fleethub.models import Event, utcnow
 from fleethub.storage.events_sql import OutboxItem, Webhook, WebhookStore
 from fleethub.webhooks.delivery import CircuitOpen, Deliverer, DeliveryFailed
@@ -119,10 +120,11 @@ class WebhookService:
         """Queue an event for the webhooks without waiting."""
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-            logger.warning(
-                "webhook_queue_full",
-                extra={"event_id": event.event_id, "dropped": self.dropped},
-            )
+            if should_log_repeat(self.dropped):
+                logger.warning(
+                    "webhook_queue_full",
+                    extra={"event_id": event.event_id, "dropped": self.dropped},
+                )
         self._queue.append(event)
         self._ready.set()
 
