@@ -162,13 +162,14 @@ class RuleService:
     async def _handle(self, event: Event) -> None:
         rule_id = event.data.get("rule_id")
         rule = self.engine.get(rule_id) if isinstance(rule_id, str) else None
+        # Offered first, so webhooks see a source event before the alert it raises.
+        if self.sink is not None and (rule is None or rule.actions.webhooks):
+            self.sink.offer(event)
         if rule_id is None:
             for fired in self.engine.evaluate_event(event):
                 await self.emit(fired)
         elif rule is not None:
             await self._apply(rule, event)
-        if self.sink is not None and (rule is None or rule.actions.webhooks):
-            self.sink.offer(event)
 
     async def _apply(self, rule: Rule, event: Event) -> None:
         """Store the alert change an event of ``rule`` carries and run its command."""

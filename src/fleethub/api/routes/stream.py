@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from fleethub.errors import FleethubError, InvalidInput
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
-from fleethub.stream.hub import Evicted, StreamHub, Subscriber
+from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ async def _sse_messages(
     try:
         while True:
             message = await subscriber.next()
-            kind = json.loads(message).get("type", "message")
+            kind = decode_envelope(message).type
             yield {"event": kind, "data": message.decode()}
     except Evicted:
         return
