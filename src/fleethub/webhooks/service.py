@@ -154,6 +154,7 @@ class WebhookService:
     async def delete(self, webhook_id: str) -> None:
         """Stop delivering to a webhook and drop it with its outbox."""
         sender = self._senders.pop(webhook_id, None)
+        self.circuits.pop(webhook_id, None)
         removed = await self.store.remove(webhook_id)
         if sender is None and not removed:
             raise NotFound(
@@ -216,7 +217,9 @@ class WebhookService:
             self._queue.extendleft(reversed(events))
             raise
         for webhook_id in woken:
-            self._senders[webhook_id].wake.set()
+            woken_sender = self._senders.get(webhook_id)
+            if woken_sender is not None:  # None when deleted during the write
+                woken_sender.wake.set()
 
     # Senders.
 
