@@ -7,6 +7,10 @@ time, never the robot's timestamps), so ``sustained_for_s`` and staleness
 rules behave the same whatever the robot's clock says, and tests drive them
 with a manual clock.
 
+NOTE: the engine keeps its state in this process's memory. With several API
+processes each one only evaluates the robots that stream to it, and after a
+restart a robot that never sends another state is not reported offline.
+
 Every event the engine returns carries ``rule_id``, ``alert_id`` and
 ``alert`` (``"opened"`` or ``"cleared"``) in its data; the dispatcher reads
 those to store alerts and run the rule's actions.

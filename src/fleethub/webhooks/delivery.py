@@ -7,6 +7,9 @@ Then one trial request decides whether it closes again. ``tenacity`` retries
 failed attempts with exponential back-off and jitter, and an open breaker
 ends the retries early.
 
+NOTE: purgatory 3.0 times the cool-down with ``time.time()``, so a wall-clock
+step can shorten or stretch it.
+
 The receiver checks ``X-Fleethub-Signature: sha256=<hex>``, the HMAC-SHA256 of
 the raw request body keyed with the webhook's secret.
 """
