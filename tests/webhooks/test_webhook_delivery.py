@@ -259,3 +259,44 @@ async def test_webhook_requests_are_validated(tmp_path: Path) -> None:
     assert deleted.status_code == 204
     assert again.status_code == 404
     assert deliveries_after_delete.status_code == 404
+
+
+async def test_rule_can_turn_webhooks_off(tmp_path: Path) -> None:
+    """A rule with webhooks = false keeps its events from every webhook."""
+    rule = {
+        "id": "battery_low",
+        "field": "battery",
+        "comparison": "lt",
+        "threshold": 20.0,
+        "actions": {"webhooks": False},
+    }
+    async with (
+        receiver() as target,
+        running_server(server_settings(tmp_path), migrate_schema=True) as server,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        replaced = await http.put("/api/rules/battery_low", json=rule)
+        await add_webhook(http, target.url, event_types=[])
+        await raise_battery_low(server)
+        await wait_until(
+            lambda: "robot_disconnected" in [e["type"] for e in target.delivered()]
+        )
+
+    types = [event["type"] for event in target.delivered()]
+    assert replaced.status_code == 200
+    assert types == ["robot_connected", "robot_disconnected"]
+
+
+async def test_old_undelivered_events_expire(tmp_path: Path) -> None:
+    """Outbox rows older than webhook_max_age_s are dropped and recorded."""
+    settings = server_settings(tmp_path, webhook_max_age_s=0.001)
+    async with (
+        running_server(settings, migrate_schema=True) as server,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        hook = await add_webhook(http, "http://127.0.0.1:9/unreachable")
+        await raise_battery_low(server)
+        [expired] = await wait_until(lambda: deliveries(http, hook["webhook_id"]))
+
+    assert expired["outcome"] == "expired"
+    assert expired["attempt"] == 0
