@@ -78,6 +78,7 @@ async def test_filters_at_connect(tmp_path: Path) -> None:
         ):
             await r2.send_state(state(battery=90.0))
             await r2.send_state(state(status=RobotStatus.ERROR))
+            await r2.flush(RECEIVE_TIMEOUT_S)
             await r1.send_state(state(battery=10.0))
             await r1.send_state(state(battery=99.0, linear=0.25))
             states = await collect_until(
