@@ -4,8 +4,8 @@ The engine is synchronous and does no I/O, so the ingest pipeline can call it
 inline. It keeps, per rule and robot, when the condition started to hold and
 the id of the open alert. Time comes from the injected ``clock`` (server
 time, never the robot's timestamps), so ``sustained_for_s`` and staleness
-rules behave the same whatever the robot's clock says, and tests drive them
-with a manual clock.
+rules do not depend on the robot's clock, and tests drive them with a manual
+clock.
 
 NOTE: the engine keeps its state in this process's memory. With several API
 processes each one only evaluates the robots that stream to it, and after a

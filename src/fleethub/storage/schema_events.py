@@ -61,8 +61,8 @@ webhooks = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# One row per (webhook, event) still to deliver; deleted once delivered or
-# expired, so the table only holds the backlog.
+# One row per (webhook, event) still to deliver. Rows are deleted once delivered
+# or expired, so the table contains only the backlog.
 webhook_outbox = Table(
     "webhook_outbox",
     metadata,

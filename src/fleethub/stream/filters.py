@@ -1,4 +1,4 @@
-"""What an operator stream subscribes to: robots, event types, severity, rate."""
+"""Filters of the operator stream: robots, event types, severity and state rate."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ AlertStatus = Literal["open", "acknowledged", "cleared"]
 
 
 class AcknowledgeRequest(BaseModel):
-    """Who acknowledges the alert."""
+    """Body of an acknowledgement: the operator's name, if given."""
 
     by: str | None = Field(None, max_length=128)
 

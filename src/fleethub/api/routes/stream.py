@@ -9,7 +9,7 @@ replies with ``{"type": "subscribed", "filters": {...}}`` or an ``error`` messag
 Messages are the bus's JSON: ``{"type": "state_update", "robot_id", "data"}``,
 ``{"type": "event", "data"}`` and ``{"type": "missed", "states": N}`` after
 dropped states. A subscriber that falls too far behind is closed with code
-4008 (WebSocket) or sees the stream end (SSE).
+4008 (WebSocket), or its event stream ends (SSE).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ class WebhookRequest(BaseModel):
         description="HMAC-SHA256 key for the signature header; generated if missing.",
     )
 
-    # NOTE: any host is accepted, private addresses included, so whoever may
-    # register webhooks can make the server send requests inside its network.
+    # NOTE: any host is accepted, private addresses included, so a client allowed
+    # to register webhooks can make the server send requests inside its network.
     @field_validator("url")
     @classmethod
     def _http_only(cls, url: AnyHttpUrl) -> AnyHttpUrl:
