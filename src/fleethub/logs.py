@@ -123,3 +123,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def should_log_repeat(count: int) -> bool:
+    """Return True on the 1st, 2nd, 4th, 8th ... occurrence, so a flood logs little."""
+    return count > 0 and count & (count - 1) == 0

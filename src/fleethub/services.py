@@ -14,6 +14,7 @@ from fleethub.bus.base import EventBus
 from fleethub.bus.memory import MemoryBus
 from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
+from fleethub.event_services import build_rule_engine, start_event_services
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
@@ -22,11 +23,13 @@ from fleethub.logs import log_context
 from fleethub.models import Event, TelemetryRow
 from fleethub.observability.metrics import FleetMetrics
 from fleethub.observability.runtime import Observability, start_observability
-from fleethub.rules.builtin import RuleEngine, builtin_rules
+from fleethub.rules.service import RuleService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
 from fleethub.storage.sql import SqlStorage, create_engine
+from fleethub.stream.hub import StreamHub
 from fleethub.transports.registry import LinkRegistry
+from fleethub.webhooks.service import WebhookService
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    rules: RuleService
+    stream: StreamHub
+    webhooks: WebhookService
     metrics: FleetMetrics = field(default_factory=FleetMetrics)
     observability: Observability | None = None
 
@@ -58,6 +64,9 @@ class Services:
         """Flush the writers, then close the backends in reverse build order."""
         if self.observability is not None:
             await self.observability.close()
+        await self.rules.close()
+        await self.webhooks.close()
+        await self.stream.close()
         await self.telemetry_writer.close()
         await self.event_writer.close()
         await self.bus.close()
@@ -100,9 +109,13 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     )
     pipeline = IngestPipeline(
         settings, storage, live, bus, telemetry_writer, event_writer,
-        RuleEngine(builtin_rules(settings)),
+        build_rule_engine(settings),
     )
     links = LinkRegistry()
+    commands = CommandService(links, pipeline.emit)
+    rules, stream, webhooks = await start_event_services(
+        settings, storage, bus, pipeline, commands
+    )
     services = Services(
         settings=settings,
         node_id=uuid.uuid4().hex[:12],
@@ -113,7 +126,10 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer=event_writer,
         pipeline=pipeline,
         links=links,
-        commands=CommandService(links, pipeline.emit),
+        commands=commands,
+        rules=rules,
+        stream=stream,
+        webhooks=webhooks,
         metrics=metrics,
     )
     with log_context(component="telemetry_writer"):

@@ -7,6 +7,8 @@ the same value.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,11 +46,41 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds without a state before a robot counts as offline."
     )
 
-    # Built-in rules
-    battery_low_percent: float = Field(20.0, ge=0, le=100)
-    battery_low_clear_percent: float = Field(25.0, ge=0, le=100)
-    obstacle_distance_m: float = Field(0.5, gt=0)
-    obstacle_clear_distance_m: float = Field(0.6, gt=0)
+    # Rules, alerts, operator stream and webhooks
+    rules_file: Path | None = Field(
+        None, description="TOML rules file; unset uses the rules bundled with fleethub."
+    )
+    rules_tick_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds between evaluations of time-based rules."
+    )
+    stream_max_subscribers: int = Field(1000, ge=1)
+    stream_state_queue: int = Field(
+        256, ge=1, description="States queued per stream subscriber; the oldest drop."
+    )
+    stream_event_queue: int = Field(
+        1024, ge=1, description="Events queued per stream subscriber before closing it."
+    )
+    stream_max_missed: int = Field(
+        2048, ge=1, description="States a subscriber may miss before it is closed."
+    )
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=100, description="HTTP attempts per retry round."
+    )
+    webhook_backoff_initial_s: float = Field(0.5, ge=0, le=3600)
+    webhook_backoff_max_s: float = Field(30.0, ge=0, le=3600)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    webhook_breaker_threshold: int = Field(
+        5, ge=1, description="Failures in a row that open a webhook's circuit breaker."
+    )
+    webhook_breaker_reset_s: float = Field(
+        30.0, gt=0, description="Seconds an open breaker waits before a trial request."
+    )
+    webhook_retry_pause_s: float = Field(
+        30.0, gt=0, description="Seconds between retry rounds of an undelivered event."
+    )
+    webhook_max_age_s: float = Field(
+        86_400.0, gt=0, description="Undelivered events older than this are dropped."
+    )
 
     # Analytics
     analytics_max_gap_s: float = Field(
@@ -102,4 +134,7 @@ class Settings(BaseSettings):
     )
     health_battery_drain_warning_percent_per_h: float = Field(
         30.0, gt=0, description="Warning when the battery falls faster (%/h)."
+    )
+    health_battery_unhealthy_percent: float = Field(
+        20.0, ge=0, le=100, description="Unhealthy when the battery is below this (%)."
     )

@@ -9,7 +9,16 @@ from fastapi import FastAPI, WebSocket
 
 from fleethub import __version__
 from fleethub.api.errors import document_error_responses, install_error_handlers
-from fleethub.api.routes import events, health, observability, robots
+from fleethub.api.routes import (
+    alerts,
+    events,
+    health,
+    observability,
+    robots,
+    rules,
+    stream,
+    webhooks,
+)
 from fleethub.errors import InvalidRobotId
 from fleethub.ids import validate_robot_id
 from fleethub.logs import log_context
@@ -57,6 +66,10 @@ def create_app(
     app.include_router(robots.router)
     app.include_router(events.router)
     app.include_router(observability.router)
+    app.include_router(rules.router)
+    app.include_router(alerts.router)
+    app.include_router(webhooks.router)
+    app.include_router(stream.router)
 
     @app.websocket("/ws/robots/{robot_id}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:

@@ -30,7 +30,7 @@ from fleethub.ingest.writer import AckTarget, BatchWriter
 from fleethub.live.base import LiveState
 from fleethub.models import Event, TelemetryRow, utcnow
 from fleethub.protocol import RobotState, StateUpdate, encode
-from fleethub.rules.builtin import RuleEngine
+from fleethub.rules.engine import RuleEngine
 from fleethub.settings import Settings
 from fleethub.storage.base import Storage
 
@@ -99,6 +99,8 @@ class IngestPipeline:
         self.rules = rules
         self.clock = clock
         self.stats = IngestStats()
+        # Called with every emitted event; listeners must not block.
+        self.event_listeners: list[Callable[[Event], None]] = []
         self._max_skew = timedelta(seconds=settings.max_future_skew_s)
         self._last_timestamp: dict[str, datetime] = {}
 
@@ -190,3 +192,5 @@ class IngestPipeline:
                 extra={"event_type": event.type, "robot_id": event.robot_id},
             )
         await self.bus.publish(EVENTS, encode(EventMessage(data=event)))
+        for listener in self.event_listeners:
+            listener(event)

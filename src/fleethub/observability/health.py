@@ -246,7 +246,7 @@ def _apply_thresholds(
     elif report.error_total >= settings.health_errors_warning:
         warning.append(f"{report.error_total} errors in the window")
     battery = report.battery_percent
-    if battery is not None and battery < settings.battery_low_percent:
+    if battery is not None and battery < settings.health_battery_unhealthy_percent:
         unhealthy.append(f"battery at {battery:g} %")
     warning.extend(_trend_warnings(report, settings))
     report.reasons = unhealthy + warning

@@ -1,0 +1,1 @@
+"""The operator live stream: states and events fanned out to dashboards."""

@@ -1,0 +1,1 @@
+"""Webhooks: signed, retried and durable delivery of events to other systems."""
