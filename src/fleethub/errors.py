@@ -14,7 +14,8 @@ robot link to an ``error`` frame.
     ├── Conflict                409
     │   └── RobotNotConnected
     ├── Overloaded              503 / error frame, retry later
-    └── StorageUnavailable      503
+    ├── StorageUnavailable      503
+    └── LiveStateUnavailable    503, Redis (live state) unreachable
 """
 
 from __future__ import annotations
@@ -88,5 +89,13 @@ class StorageUnavailable(FleethubError):
     """The database cannot be reached or did not answer in time."""
 
     code = "storage_unavailable"
+    status_code = 503
+    retryable = True
+
+
+class LiveStateUnavailable(FleethubError):
+    """The shared live state (Redis) cannot be reached or did not answer in time."""
+
+    code = "live_state_unavailable"
     status_code = 503
     retryable = True

@@ -10,20 +10,19 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from fleethub.backends import create_engine_for, open_bus, open_live_state, open_storage
 from fleethub.bus.base import EventBus
-from fleethub.bus.memory import MemoryBus
-from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
-from fleethub.live.memory import MemoryLiveState
 from fleethub.models import Event, TelemetryRow
 from fleethub.rules.builtin import RuleEngine, builtin_rules
 from fleethub.settings import Settings
 from fleethub.storage import migrate
-from fleethub.storage.sql import SqlStorage, create_engine
+from fleethub.storage.sql import SqlStorage
 from fleethub.transports.registry import LinkRegistry
+from fleethub.transports.routing import RoutedCommandService
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +46,11 @@ class Services:
     event_writer: BatchWriter[Event]
     pipeline: IngestPipeline
     links: LinkRegistry
-    commands: CommandService
+    commands: RoutedCommandService
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
+        await self.commands.close()
         await self.telemetry_writer.close()
         await self.event_writer.close()
         await self.bus.close()
@@ -61,7 +61,7 @@ class Services:
 
 async def build_services(settings: Settings, *, migrate_schema: bool = False) -> Services:
     """Build and start every part; raise :class:`SchemaOutOfDate` if needed."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine_for(settings)
     if migrate_schema:
         await migrate.upgrade(engine)
     elif not await migrate.is_up_to_date(engine):
@@ -71,9 +71,10 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
             "run 'fleethub migrate' first.",
             database_url=_redact(settings.database_url),
         )
-    storage = SqlStorage(engine)
-    live = MemoryLiveState()
-    bus = MemoryBus()
+    node_id = uuid.uuid4().hex[:12]
+    storage = await open_storage(settings, engine)
+    live = open_live_state(settings)
+    bus = await open_bus(settings, node_id)
     telemetry_writer = BatchWriter(
         "telemetry",
         storage.write_telemetry,
@@ -95,7 +96,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     links = LinkRegistry()
     services = Services(
         settings=settings,
-        node_id=uuid.uuid4().hex[:12],
+        node_id=node_id,
         storage=storage,
         live=live,
         bus=bus,
@@ -103,8 +104,11 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer=event_writer,
         pipeline=pipeline,
         links=links,
-        commands=CommandService(links, pipeline.emit),
+        commands=RoutedCommandService(
+            links, pipeline.emit, bus=bus, live=live, node_id=node_id
+        ),
     )
+    services.commands.start()
     telemetry_writer.start()
     event_writer.start()
     logger.info("services_started", extra={"node_id": services.node_id})
