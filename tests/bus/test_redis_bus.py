@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from servers import REDIS_URL
-
 from fleethub.bus.base import STATES
 from fleethub.bus.redis import RedisBus
+from servers import REDIS_URL
 
 
 async def test_message_reaches_other_node(redis_prefix: str) -> None:

@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from servers import REDIS_URL
-
 from fleethub.live.redis import RedisLiveState
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
+from servers import REDIS_URL
 
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 STATE = RobotState(
@@ -21,11 +20,12 @@ STATE = RobotState(
 )
 
 
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 5.0
-) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
+async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``condition`` until it holds, failing after 5 s."""
+    async with asyncio.timeout(5):
+        while True:
+            if await condition():
+                return
             await asyncio.sleep(0.02)
 
 
