@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleethub.bus.base import EventBus
 from fleethub.bus.memory import MemoryBus
+from fleethub.errors import LiveStateUnavailable
 from fleethub.live.base import LiveState
 from fleethub.live.memory import MemoryLiveState
 from fleethub.settings import Settings
@@ -84,3 +85,19 @@ async def open_bus(settings: Settings, node_id: str) -> EventBus:
     bus = RedisBus(settings.redis_url, settings.redis_prefix, node_id)
     await bus.start()
     return bus
+
+
+async def redis_check(live: LiveState, bus: EventBus) -> str | None:
+    """Return "ok" or what is wrong with Redis, or None when Redis is not used."""
+    from fleethub.bus.redis import RedisBus
+    from fleethub.live.redis import RedisLiveState
+
+    if not isinstance(live, RedisLiveState):
+        return None
+    try:
+        await live.ping()
+    except LiveStateUnavailable as exc:
+        return exc.message
+    if isinstance(bus, RedisBus) and not bus.connected:
+        return "Event bus is reconnecting to Redis."
+    return "ok"

@@ -92,6 +92,11 @@ class RedisLiveState:
             await self.flush()
         await self._client.aclose()
 
+    async def ping(self) -> None:
+        """Round-trip to Redis, raising :class:`LiveStateUnavailable` when down."""
+        async with self._reading():
+            await self._client.ping()
+
     async def update(self, robot_id: str, state: RobotState, seen_at: datetime) -> None:
         self._pending[robot_id] = (state, seen_at)
 

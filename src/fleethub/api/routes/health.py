@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from fleethub.api.deps import ServicesDep
+from fleethub.backends import redis_check
 from fleethub.errors import FleethubError
 
 router = APIRouter(tags=["health"])
@@ -32,6 +33,9 @@ async def readyz(services: ServicesDep) -> Any:
     checks["telemetry_writer"] = (
         "ok" if writer.healthy and len(writer) < writer.max_buffer else "backlogged"
     )
+    redis_status = await redis_check(services.live, services.bus)
+    if redis_status is not None:
+        checks["redis"] = redis_status
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
