@@ -10,7 +10,7 @@ from fleethub.cli.main import app
 
 
 def test_serve_rejects_empty_schema(tmp_path: Path) -> None:
-    """Serve exits with status 1 and says to run migrate, without a traceback."""
+    """Serve exits with status 1 and a migrate hint, without a traceback."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     result = CliRunner().invoke(app, ["serve", "--database-url", url, "--port", "0"])
     output = " ".join(result.output.split())  # undo the console's line wrapping

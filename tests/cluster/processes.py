@@ -32,7 +32,7 @@ class ServeProcess:
 
 
 async def wait_until_healthy(server: ServeProcess, timeout_s: float = 30.0) -> None:
-    """Poll ``/healthz`` until it answers; fail early if the process exits."""
+    """Poll ``/healthz`` until it returns 200; fail early if the process exits."""
     async with httpx.AsyncClient() as client, asyncio.timeout(timeout_s):
         while True:
             if server.process.poll() is not None:

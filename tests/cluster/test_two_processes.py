@@ -96,7 +96,7 @@ async def test_command_routed_across_processes(
 async def test_command_to_offline_robot_conflicts(
     cluster: tuple[ServeProcess, ServeProcess],
 ) -> None:
-    """A command for a robot no process holds is rejected with 409."""
+    """A command for a robot connected to no process is rejected with 409."""
     first, second = cluster
     async with RobotClient(first.ws_url, "gone") as robot:
         await robot.send_state(make_state(0))

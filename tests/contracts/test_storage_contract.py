@@ -34,7 +34,7 @@ def row(robot_id: str, seconds: float, **fields: object) -> TelemetryRow:
 
 
 async def test_ping_succeeds(storage: SqlStorage) -> None:
-    """A reachable database answers a ping."""
+    """A reachable database responds to a ping."""
     await storage.ping()
 
 

@@ -89,3 +89,21 @@ async def test_presence_renewed_while_held(redis_prefix: str) -> None:
         assert snapshot.online
     finally:
         await holder.close()
+
+
+async def test_renewal_keeps_takeover(redis_prefix: str) -> None:
+    """A process that lost a robot to another does not take it back on renewal."""
+    old = RedisLiveState(REDIS_URL, redis_prefix)
+    new = RedisLiveState(REDIS_URL, redis_prefix)
+    try:
+        await old.set_online("r1", "node-a", T0)
+        await new.set_online("r1", "node-b", T0)
+        old._last_renewal = float("-inf")  # make the renewal due now
+        await old.flush()
+        snapshot = await new.get("r1")
+        assert snapshot is not None
+        assert snapshot.online
+        assert snapshot.node_id == "node-b"
+    finally:
+        await old.close()
+        await new.close()

@@ -6,7 +6,7 @@ delivery (see :class:`~fleethub.bus.base.EventBus`), and every durable fact
 published. Streams would add what the bus does not need (a stored log,
 consumer groups, trimming) and a write to Redis memory for every robot
 state. Pub/sub forwards each message to the connected processes and
-forgets it, which is the same contract the in-process bus gives.
+keeps no copy, which is the same contract the in-process bus gives.
 
 How it works:
 

@@ -37,13 +37,25 @@ from fleethub.protocol import RobotState
 
 logger = logging.getLogger(__name__)
 
-# Delete the presence key only if this node still holds it: a robot that
-# reconnected to another process must stay online.
+# Delete the presence key only if this node still owns it, because a robot
+# that reconnected to another process must stay online.
 _RELEASE_PRESENCE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# Renew presence unless another node took the robot over since, so a process
+# with a stale link never steals a robot back.
+_RENEW_PRESENCE = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'node_id', ARGV[1])
+return 1
 """
 
 _decode_state = msgspec.json.Decoder(RobotState).decode
@@ -88,8 +100,13 @@ class RedisLiveState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(RedisError, OSError):
+        try:
             await self.flush()
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "live_final_flush_failed",
+                extra={"error": str(exc), "robots": len(self._pending)},
+            )
         await self._client.aclose()
 
     async def ping(self) -> None:
@@ -189,8 +206,7 @@ class RedisLiveState:
                         },
                     )
                 if renew:
-                    for robot_id, node_id in self._held.items():
-                        self._write_presence(pipe, robot_id, node_id)
+                    self._renew_presence(pipe)
                 await pipe.execute()
         except BaseException:
             # Keep what was not written, unless a newer state replaced it.
@@ -198,6 +214,8 @@ class RedisLiveState:
             raise
         if renew:
             self._last_renewal = asyncio.get_running_loop().time()
+        if not self.healthy:
+            logger.info("live_state_recovered", extra={"robots": len(self._held)})
         self.healthy = True
 
     def _renewal_due(self) -> bool:
@@ -212,6 +230,12 @@ class RedisLiveState:
         pipe.sadd(self.prefix + "robots", robot_id)
         pipe.set(self._presence_key(robot_id), node_id, px=self.presence_ttl_ms)
         pipe.hset(self._robot_key(robot_id), "node_id", node_id)
+
+    def _renew_presence(self, pipe: redis.client.Pipeline) -> None:
+        for robot_id, node_id in self._held.items():
+            keys = (self._presence_key(robot_id), self._robot_key(robot_id))
+            pipe.sadd(self.prefix + "robots", robot_id)
+            pipe.eval(_RENEW_PRESENCE, 2, *keys, node_id, self.presence_ttl_ms)
 
     async def _flush_forever(self) -> None:
         while True:

@@ -71,7 +71,7 @@ def create_postgres_engine(
 
 
 def partition_name(day: date) -> str:
-    """Return the name of the partition that holds ``day`` (UTC)."""
+    """Return the name of the partition that contains ``day`` (UTC)."""
     return f"{PARTITION_PREFIX}{day:%Y%m%d}"
 
 
@@ -148,8 +148,8 @@ class PostgresStorage(SqlStorage):
         """Create the daily partitions from ``today`` to ``days_ahead`` days later.
 
         Rows that already sit in the DEFAULT partition for a new day are moved
-        into it, because PostgreSQL refuses to attach a range the default
-        partition still holds rows for. Returns the names of the partitions
+        into it, because PostgreSQL rejects attaching a range while the
+        default partition still contains rows in it. Returns the names of the partitions
         created; existing ones are left alone.
         """
         today = today or datetime.now(UTC).date()

@@ -1,4 +1,4 @@
-"""Route operator commands to the process that holds the robot's link.
+"""Route operator commands to the process connected to the robot.
 
 Each process listens on its own bus channel ``node:{node_id}``. When a
 command is for a robot whose link is in this process, it goes straight to
@@ -77,7 +77,7 @@ class RoutedCommandService(CommandService):
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start answering requests from other processes."""
+        """Start serving command requests from other processes."""
         self._task = asyncio.create_task(self._serve_requests(), name="command-router")
 
     async def close(self) -> None:
@@ -92,8 +92,8 @@ class RoutedCommandService(CommandService):
     ) -> dict[str, Any]:
         """Deliver a command here or through the holding process.
 
-        Raises :class:`RobotNotConnected` when no process holds the robot or the
-        holding process does not reply in time.
+        Raises :class:`RobotNotConnected` when no process is connected to the
+        robot or the connected process does not reply in time.
         """
         if self.links.get(robot_id) is not None:
             return await super().send(robot_id, command_type, params)
@@ -154,6 +154,14 @@ class RoutedCommandService(CommandService):
                 self, request.robot_id, request.command_type, request.params
             )
         except FleethubError as exc:
+            logger.info(
+                "command_route_failed",
+                extra={
+                    "robot_id": request.robot_id,
+                    "requester": request.reply_to,
+                    "error": exc.code,
+                },
+            )
             reply.error = exc.to_dict()
         await self.bus.publish(
             node_channel(request.reply_to), msgspec.json.encode(reply)
