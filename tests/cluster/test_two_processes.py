@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
+import websockets
 from processes import ServeProcess, make_state, serve_processes
 
 from fleethub.client.robot import RobotClient
@@ -135,3 +137,23 @@ async def test_reconnect_to_other_process(
         )
     stored = [item["x"] for item in response.json()["items"]]
     assert stored == [index / 10 for index in range(40)]
+
+
+async def test_stale_link_closed_on_takeover(
+    cluster: tuple[ServeProcess, ServeProcess],
+) -> None:
+    """The old socket on the first process closes when the robot moves."""
+    first, second = cluster
+    async with websockets.connect(f"{first.ws_url}/ws/robots/stale") as old_socket:
+        welcome = msgspec.json.decode(await asyncio.wait_for(old_socket.recv(), 10))
+        assert welcome["type"] == "welcome"
+        async with RobotClient(second.ws_url, "stale") as robot:
+            await robot.send_state(make_state(0))
+            await robot.flush(10)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(old_socket.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4001
+            await wait_for_online(
+                first, "stale", (await robot_on(second, "stale"))["node_id"]
+            )

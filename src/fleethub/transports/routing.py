@@ -7,6 +7,12 @@ the link. Otherwise the live state names the process that holds it
 ``command_request``; that process delivers it and sends a ``command_reply``
 back on the sender's channel, carrying the command record or the error.
 
+A robot that reconnects to another process leaves its old socket here
+until the operating system notices it is dead. To release it sooner, every
+process watches the ``robot_connected`` events on the bus: when the live
+state says another process now has a robot this process still has a link
+for, the old link is closed with code 4001, as for a replaced connection.
+
 The bus is best effort, so a request that gets no reply within
 ``reply_timeout_s`` fails with :class:`~fleethub.errors.RobotNotConnected`
 (HTTP 409): the caller may retry, and the robot ignores a command id it has
@@ -23,11 +29,12 @@ from typing import Any
 
 import msgspec
 
-from fleethub.bus.base import EventBus
+from fleethub.bus.base import EVENTS, EventBus
 from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError, RobotNotConnected
 from fleethub.live.base import LiveState
 from fleethub.transports.registry import LinkRegistry
+from fleethub.transports.websocket import CLOSE_REPLACED
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,18 @@ class CommandReply(msgspec.Struct, tag="command_reply", tag_field="type"):
 _decode = msgspec.json.Decoder(CommandRequest | CommandReply).decode
 
 
+class _EventFields(msgspec.Struct):
+    type: str
+    robot_id: str | None = None
+
+
+class _EventEnvelope(msgspec.Struct):
+    data: _EventFields
+
+
+_decode_event = msgspec.json.Decoder(_EventEnvelope).decode
+
+
 class RoutedCommandService(CommandService):
     """A :class:`CommandService` that reaches robots connected to other processes."""
 
@@ -74,18 +93,23 @@ class RoutedCommandService(CommandService):
         self.reply_timeout_s = reply_timeout_s
         self._waiting: dict[str, asyncio.Future[CommandReply]] = {}
         self._subscription = bus.subscribe(frozenset({node_channel(node_id)}))
-        self._task: asyncio.Task[None] | None = None
+        self._events = bus.subscribe(frozenset({EVENTS}))
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start serving command requests from other processes."""
-        self._task = asyncio.create_task(self._serve_requests(), name="command-router")
+        """Start serving command requests and watching for robots taken over."""
+        self._tasks = [
+            asyncio.create_task(self._serve_requests(), name="command-router"),
+            asyncio.create_task(self._close_stale_links(), name="stale-links"),
+        ]
 
     async def close(self) -> None:
         self.bus.unsubscribe(self._subscription)
-        if self._task is not None:
-            self._task.cancel()
+        self.bus.unsubscribe(self._events)
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def send(
         self, robot_id: str, command_type: str, params: dict[str, Any]
@@ -146,6 +170,36 @@ class RoutedCommandService(CommandService):
                     future.set_result(message)
             else:
                 await self._answer(message)
+
+    async def _close_stale_links(self) -> None:
+        while True:
+            _, raw = await self._events.get()
+            try:
+                event = _decode_event(raw).data
+            except msgspec.ValidationError:
+                continue
+            if event.type == "robot_connected" and event.robot_id is not None:
+                await self._close_if_taken_over(event.robot_id)
+
+    async def _close_if_taken_over(self, robot_id: str) -> None:
+        link = self.links.get(robot_id)
+        if link is None:
+            return
+        try:
+            snapshot = await self.live.get(robot_id)
+        except FleethubError as exc:
+            logger.warning(
+                "stale_link_check_failed",
+                extra={"robot_id": robot_id, "error": exc.code},
+            )
+            return
+        owner = snapshot.node_id if snapshot is not None else None
+        if owner is None or owner == self.node_id:
+            return
+        logger.info(
+            "robot_link_taken_over", extra={"robot_id": robot_id, "node_id": owner}
+        )
+        await link.close(CLOSE_REPLACED, "robot connected to another process")
 
     async def _answer(self, request: CommandRequest) -> None:
         reply = CommandReply(request_id=request.request_id)
