@@ -9,6 +9,8 @@ memory, set moves both to Redis so several processes form one fleet.
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -54,6 +56,18 @@ async def open_storage(settings: Settings, engine: AsyncEngine) -> SqlStorage:
         settings.telemetry_partition_days_ahead, settings.telemetry_retention_days
     )
     return storage
+
+
+def cache_reads(storage: SqlStorage, settings: Settings) -> SqlStorage:
+    """Put the Redis read cache in front of ``storage`` when ``redis_url`` is set."""
+    if settings.redis_url is None:
+        return storage
+    from fleethub.storage.cache import CachedStorage
+
+    cached = CachedStorage(storage, settings.redis_url, settings.redis_prefix)
+    # CachedStorage passes every other attribute through to ``storage``, so
+    # callers can keep treating it as the storage it wraps.
+    return cast(SqlStorage, cached)
 
 
 def open_live_state(settings: Settings) -> LiveState:

@@ -10,7 +10,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from fleethub.backends import create_engine_for, open_bus, open_live_state, open_storage
+from fleethub.backends import (
+    cache_reads,
+    create_engine_for,
+    open_bus,
+    open_live_state,
+    open_storage,
+)
 from fleethub.bus.base import EventBus
 from fleethub.errors import FleethubError
 from fleethub.ingest.pipeline import IngestPipeline
@@ -72,7 +78,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
             database_url=_redact(settings.database_url),
         )
     node_id = uuid.uuid4().hex[:12]
-    storage = await open_storage(settings, engine)
+    storage = cache_reads(await open_storage(settings, engine), settings)
     live = open_live_state(settings)
     bus = await open_bus(settings, node_id)
     telemetry_writer = BatchWriter(
