@@ -14,7 +14,7 @@ query              invalidated by          TTL
 =================  ======================  ===========================
 
 The cache is an optimisation only: when Redis fails, reads go straight to
-the database and the failure is logged once until Redis answers again.
+the database and the failure is logged once until Redis responds again.
 Every other storage method is passed through unchanged.
 """
 

@@ -2,7 +2,7 @@
 
 Each process listens on its own bus channel ``node:{node_id}``. When a
 command is for a robot whose link is in this process, it goes straight to
-the link. Otherwise the live state names the process that holds it
+the link. Otherwise the live state names the process connected to it
 (``RobotSnapshot.node_id``), and the command travels there over the bus as a
 ``command_request``; that process delivers it and sends a ``command_reply``
 back on the sender's channel, carrying the command record or the error.
@@ -114,7 +114,7 @@ class RoutedCommandService(CommandService):
     async def send(
         self, robot_id: str, command_type: str, params: dict[str, Any]
     ) -> dict[str, Any]:
-        """Deliver a command here or through the holding process.
+        """Deliver a command here or through the process connected to the robot.
 
         Raises :class:`RobotNotConnected` when no process is connected to the
         robot or the connected process does not reply in time.
@@ -147,7 +147,7 @@ class RoutedCommandService(CommandService):
             reply = await asyncio.wait_for(reply_future, self.reply_timeout_s)
         except TimeoutError:
             raise RobotNotConnected(
-                f"Robot {robot_id!r} is held by process {holder!r}, which did not "
+                f"Robot {robot_id!r} is connected to process {holder!r}, which did not "
                 f"answer within {self.reply_timeout_s:g} s; retry the command.",
                 robot_id=robot_id,
                 node_id=holder,
@@ -228,6 +228,9 @@ def _unpack(reply: CommandReply) -> dict[str, Any]:
         return reply.command
     error = reply.error or {}
     raise RobotNotConnected(
-        error.get("message", "The holding process could not deliver the command."),
+        error.get(
+            "message",
+            "The process connected to the robot could not deliver the command.",
+        ),
         **error.get("details", {}),
     )
