@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import msgspec
@@ -118,15 +119,15 @@ class RedisLiveState:
         self._pending[robot_id] = (state, seen_at)
 
     async def set_online(self, robot_id: str, node_id: str, seen_at: datetime) -> None:
-        """Mark the robot held by ``node_id``; the flusher retries after an outage."""
+        """Mark the robot connected to ``node_id``, taking it over from any other.
+
+        During a Redis outage the flusher writes the presence once Redis is back.
+        """
         self._held[robot_id] = node_id
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 self._write_presence(pipe, robot_id, node_id)
-                pipe.hset(
-                    self._robot_key(robot_id),
-                    mapping={"node_id": node_id, "last_seen": seen_at.isoformat()},
-                )
+                pipe.hset(self._robot_key(robot_id), "last_seen", seen_at.isoformat())
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._mark_unhealthy("live_presence_failed", exc, robot_id)
@@ -165,7 +166,7 @@ class RedisLiveState:
         return [snapshot for snapshot in snapshots if snapshot is not None]
 
     @contextlib.asynccontextmanager
-    async def _reading(self):  # type: ignore[no-untyped-def]
+    async def _reading(self) -> AsyncIterator[None]:
         try:
             yield
         except (RedisError, OSError) as exc:
