@@ -135,16 +135,21 @@ class RedisBus:
             self._sent.set()
 
     async def _send_batch(self) -> None:
-        batch = [
-            self._outbound[i] for i in range(min(PUBLISH_BATCH, len(self._outbound)))
-        ]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for channel, message in batch:
-                pipe.publish(self.prefix + channel, self._origin + message)
-            await pipe.execute()
-        for _ in batch:
-            if self._outbound:
-                self._outbound.popleft()
+        """Publish the oldest queued messages; put them back first if that fails."""
+        count = min(PUBLISH_BATCH, len(self._outbound))
+        batch = [self._outbound.popleft() for _ in range(count)]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, message in batch:
+                    pipe.publish(self.prefix + channel, self._origin + message)
+                await pipe.execute()
+        except BaseException:
+            # Messages queued meanwhile may have filled the queue: then the
+            # oldest of the batch are dropped, like any overflow.
+            dropped = max(0, len(batch) - (MAX_OUTBOUND - len(self._outbound)))
+            self.dropped_outbound += dropped
+            self._outbound.extendleft(reversed(batch[dropped:]))
+            raise
 
     async def _read_forever(self) -> None:
         delay = MIN_BACKOFF_S
