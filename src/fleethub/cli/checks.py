@@ -25,7 +25,10 @@ async def check_schema(settings: Settings) -> None:
     try:
         current = await migrate.current_revision(engine)
     except (SQLAlchemyError, OSError) as exc:
-        raise StorageUnavailable(f"Cannot read the schema version: {exc}") from exc
+        raise StorageUnavailable(
+            f"Cannot read the schema version ({exc}); check that the database "
+            "is running and that FLEETHUB_DATABASE_URL points at it."
+        ) from exc
     finally:
         await engine.dispose()
     head = migrate.head_revision()
