@@ -5,6 +5,11 @@ when the server is not listening, and fails it instead when ``CI`` is set,
 because CI must never pass by skipping. Each test gets its own PostgreSQL
 database (:func:`temporary_database`) and Redis key prefix, so tests running
 at the same time never see each other's data.
+
+The servers default to the standard ports on 127.0.0.1; the environment
+variables ``FLEETHUB_TEST_POSTGRES_HOST``, ``FLEETHUB_TEST_POSTGRES_PORT``,
+``FLEETHUB_TEST_POSTGRES_USER``, ``FLEETHUB_TEST_REDIS_HOST`` and
+``FLEETHUB_TEST_REDIS_PORT`` override them.
 """
 
 from __future__ import annotations
