@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -126,3 +127,18 @@ async def test_copy_rejects_bad_row(storage: PostgresStorage) -> None:
         await storage.write_telemetry([row(at(DAY, 1)), bad])
     assert not isinstance(caught.value, StorageUnavailable)
     assert await storage.count_telemetry() == 0
+
+
+async def test_concurrent_maintenance_creates_once(
+    storage: PostgresStorage, postgres_url: str
+) -> None:
+    """Two processes creating the same partition at once create it exactly once."""
+    other = await open_postgres(postgres_url)
+    try:
+        results = await asyncio.gather(
+            storage.ensure_partitions(0, today=DAY),
+            other.ensure_partitions(0, today=DAY),
+        )
+    finally:
+        await other.close()
+    assert sorted(results, key=len) == [[], [partition_name(DAY)]]
