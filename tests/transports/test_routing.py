@@ -88,7 +88,7 @@ async def test_silent_owner_times_out(
 async def test_owner_lost_link_conflicts(
     router_pair: tuple[RoutedCommandService, RoutedCommandService],
 ) -> None:
-    """The owner's 'not connected' answer comes back to the sender as the same error."""
+    """An owner without the link replies 'not connected'; the sender raises it."""
     holder, sender = router_pair
     await holder.live.set_online("r1", holder.node_id, datetime.now(UTC))
     with pytest.raises(RobotNotConnected) as caught:
