@@ -15,7 +15,8 @@ robot link to an ``error`` frame.
     │   └── RobotNotConnected
     ├── Overloaded              503 / error frame, retry later
     ├── StorageUnavailable      503
-    └── NotReady                503, a readiness check failed
+    ├── NotReady                503, a readiness check failed
+    └── LiveStateUnavailable    503, Redis (live state) unreachable
 """
 
 from __future__ import annotations
@@ -97,5 +98,13 @@ class NotReady(FleethubError):
     """A dependency the server needs (database, Redis, broker) is failing."""
 
     code = "not_ready"
+    status_code = 503
+    retryable = True
+
+
+class LiveStateUnavailable(FleethubError):
+    """The shared live state (Redis) cannot be reached or did not answer in time."""
+
+    code = "live_state_unavailable"
     status_code = 503
     retryable = True

@@ -10,15 +10,21 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fleethub.backends import (
+    cache_reads,
+    create_engine_for,
+    open_bus,
+    open_live_state,
+    open_storage,
+)
 from fleethub.bus.base import EventBus
-from fleethub.bus.memory import MemoryBus
-from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
 from fleethub.event_services import build_rule_engine, start_event_services
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
-from fleethub.live.memory import MemoryLiveState
 from fleethub.logs import log_context
 from fleethub.models import Event, TelemetryRow
 from fleethub.observability.metrics import FleetMetrics
@@ -26,9 +32,10 @@ from fleethub.observability.runtime import Observability, start_observability
 from fleethub.rules.service import RuleService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
-from fleethub.storage.sql import SqlStorage, create_engine
+from fleethub.storage.sql import SqlStorage
 from fleethub.stream.hub import StreamHub
 from fleethub.transports.registry import LinkRegistry
+from fleethub.transports.routing import RoutedCommandService
 from fleethub.webhooks.service import WebhookService
 
 logger = logging.getLogger(__name__)
@@ -53,7 +60,7 @@ class Services:
     event_writer: BatchWriter[Event]
     pipeline: IngestPipeline
     links: LinkRegistry
-    commands: CommandService
+    commands: RoutedCommandService
     rules: RuleService
     stream: StreamHub
     webhooks: WebhookService
@@ -64,6 +71,7 @@ class Services:
         """Flush the writers, then close the backends in reverse build order."""
         if self.observability is not None:
             await self.observability.close()
+        await self.commands.close()
         await self.rules.close()
         await self.webhooks.close()
         await self.stream.close()
@@ -77,19 +85,16 @@ class Services:
 
 async def build_services(settings: Settings, *, migrate_schema: bool = False) -> Services:
     """Build and start every part; raise :class:`SchemaOutOfDate` if needed."""
-    engine = create_engine(settings.database_url)
-    if migrate_schema:
-        await migrate.upgrade(engine)
-    elif not await migrate.is_up_to_date(engine):
+    engine = create_engine_for(settings)
+    try:
+        await _check_schema(engine, settings, migrate_schema)
+        node_id = uuid.uuid4().hex[:12]
+        storage = cache_reads(await open_storage(settings, engine), settings)
+        live = open_live_state(settings)
+        bus = await open_bus(settings, node_id)
+    except BaseException:
         await engine.dispose()
-        raise SchemaOutOfDate(
-            "The database schema is not at the version this fleethub needs; "
-            "run 'fleethub migrate' first.",
-            database_url=_redact(settings.database_url),
-        )
-    storage = SqlStorage(engine)
-    live = MemoryLiveState()
-    bus = MemoryBus()
+        raise
     metrics = FleetMetrics()
     telemetry_writer = BatchWriter(
         "telemetry",
@@ -112,13 +117,15 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         build_rule_engine(settings),
     )
     links = LinkRegistry()
-    commands = CommandService(links, pipeline.emit)
+    commands = RoutedCommandService(
+        links, pipeline.emit, bus=bus, live=live, node_id=node_id
+    )
     rules, stream, webhooks = await start_event_services(
         settings, storage, bus, pipeline, commands
     )
     services = Services(
         settings=settings,
-        node_id=uuid.uuid4().hex[:12],
+        node_id=node_id,
         storage=storage,
         live=live,
         bus=bus,
@@ -132,6 +139,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         webhooks=webhooks,
         metrics=metrics,
     )
+    services.commands.start()
     with log_context(component="telemetry_writer"):
         telemetry_writer.start()
     with log_context(component="event_writer"):
@@ -139,6 +147,17 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     services.observability = start_observability(services)
     logger.info("services_started", extra={"node_id": services.node_id})
     return services
+
+
+async def _check_schema(engine: AsyncEngine, settings: Settings, migrate_schema: bool) -> None:
+    if migrate_schema:
+        await migrate.upgrade(engine)
+    elif not await migrate.is_up_to_date(engine):
+        raise SchemaOutOfDate(
+            "The database schema is not at the version this fleethub needs; "
+            "run 'fleethub migrate' first.",
+            database_url=_redact(settings.database_url),
+        )
 
 
 def _redact(url: str) -> str:

@@ -28,6 +28,33 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="redis://HOST:PORT/DB; unset keeps live state in memory."
     )
+    # Production backends: PostgreSQL pool and partitions, Redis
+    database_pool_size: int = Field(
+        10, ge=1, le=1000, description="PostgreSQL connections per process."
+    )
+    database_pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds to wait for a free PostgreSQL connection before failing.",
+    )
+    telemetry_partition_days_ahead: int = Field(
+        3, ge=0, le=365, description="Daily telemetry partitions created ahead."
+    )
+    telemetry_retention_days: int | None = Field(
+        None, ge=1, description="Days of telemetry kept on PostgreSQL; unset keeps all."
+    )
+    redis_prefix: str = Field(
+        "fleethub:", description="Prefix of every Redis key and channel fleethub uses."
+    )
+    redis_presence_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        description="Seconds a robot stays online in Redis after its process stops.",
+    )
+    redis_flush_interval_s: float = Field(
+        0.1, gt=0, le=5, description="Seconds between batched live-state writes."
+    )
+
     log_level: str = Field("INFO", description="Root log level.")
     log_format: str = Field("console", pattern="^(console|json)$")
 

@@ -29,6 +29,10 @@ DatabaseOpt = Annotated[
     typer.Option(help="SQLAlchemy database URL [FLEETHUB_DATABASE_URL]."),
 ]
 LogLevelOpt = Annotated[str | None, typer.Option(help="Log level [FLEETHUB_LOG_LEVEL].")]
+RedisOpt = Annotated[
+    str | None,
+    typer.Option(help="Redis URL for live state and the bus [FLEETHUB_REDIS_URL]."),
+]
 
 
 def build_settings(**overrides: Any) -> Settings:
@@ -45,28 +49,36 @@ def serve(
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Apply pending schema migrations first.")
     ] = False,
+    redis_url: RedisOpt = None,
 ) -> None:
     """Run the fleethub server until interrupted."""
     from fleethub.api.app import create_app
+    from fleethub.cli.checks import exit_unless_schema_current
     from fleethub.cli.server import uvicorn_config
 
     settings = build_settings(
-        host=host, port=port, database_url=database_url, log_level=log_level
+        host=host,
+        port=port,
+        database_url=database_url,
+        log_level=log_level,
+        redis_url=redis_url,
     )
     configure_logging(settings.log_level, settings.log_format)
+    if not migrate:
+        exit_unless_schema_current(settings, console)
     uvicorn.Server(uvicorn_config(create_app(settings, migrate_schema=migrate), settings)).run()
 
 
 @app.command()
 def migrate(database_url: DatabaseOpt = None) -> None:
     """Create or upgrade the database schema to this version."""
+    from fleethub.backends import create_engine_for
     from fleethub.storage import migrate as migrations
-    from fleethub.storage.sql import create_engine
 
     settings = build_settings(database_url=database_url)
 
     async def run() -> None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine_for(settings)
         try:
             before = await migrations.current_revision(engine)
             await migrations.upgrade(engine)

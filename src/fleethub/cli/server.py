@@ -50,6 +50,15 @@ class RunningServer:
         return f"ws://{self.server.config.host}:{self.port}"
 
 
+async def _serve(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits the process when start-up fails
+        raise RuntimeError(
+            f"The server failed to start (exit status {exc.code}); the log says why."
+        ) from None
+
+
 @contextlib.asynccontextmanager
 async def running_server(
     settings: Settings, *, migrate_schema: bool = False
@@ -58,7 +67,7 @@ async def running_server(
     app = create_app(settings, migrate_schema=migrate_schema)
     server = uvicorn.Server(uvicorn_config(app, settings))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve(), name="uvicorn")
+    task = asyncio.create_task(_serve(server), name="uvicorn")
     while not server.started:
         if task.done():
             task.result()
