@@ -9,19 +9,25 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from fleethub.bus.base import EventBus
 from fleethub.bus.memory import MemoryBus
+from fleethub.commands.lifecycle import LifecycleRunner
+from fleethub.commands.router import LocalRouter
 from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
 from fleethub.live.memory import MemoryLiveState
+from fleethub.missions.service import MissionService
 from fleethub.models import Event, TelemetryRow
 from fleethub.rules.builtin import RuleEngine, builtin_rules
 from fleethub.settings import Settings
 from fleethub.storage import migrate
+from fleethub.storage.commands import SqlCommandStore
+from fleethub.storage.missions import SqlMissionStore
 from fleethub.storage.sql import SqlStorage, create_engine
 from fleethub.transports.registry import LinkRegistry
 
@@ -48,9 +54,13 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    missions: MissionService
+    lifecycle: LifecycleRunner
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
+        await self.lifecycle.stop()
+        await self.missions.stop()
         await self.telemetry_writer.close()
         await self.event_writer.close()
         await self.bus.close()
@@ -103,12 +113,45 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer=event_writer,
         pipeline=pipeline,
         links=links,
-        commands=CommandService(links, pipeline.emit),
+        **_build_lifecycle(settings, storage, live, bus, pipeline, links),
     )
     telemetry_writer.start()
     event_writer.start()
+    await services.missions.start()
+    services.lifecycle.start()
     logger.info("services_started", extra={"node_id": services.node_id})
     return services
+
+
+def _build_lifecycle(
+    settings: Settings,
+    storage: SqlStorage,
+    live: LiveState,
+    bus: EventBus,
+    pipeline: IngestPipeline,
+    links: LinkRegistry,
+) -> dict[str, Any]:
+    """Build the command and mission services and the task that drives their timers."""
+    commands = CommandService(
+        SqlCommandStore(storage),
+        LocalRouter(links),
+        pipeline.emit,
+        settings,
+        clock=pipeline.clock,
+    )
+    missions = MissionService(
+        SqlMissionStore(storage), commands, live, pipeline.emit, settings, pipeline.clock
+    )
+    commands.observers.append(missions.observe_command)
+    pipeline.state_observers.append(missions.observe_state)
+    lifecycle = LifecycleRunner(
+        bus,
+        sweeps=[commands.sweep, missions.sweep],
+        connect_hooks=[commands.deliver_pending, missions.robot_connected],
+        interval_s=settings.lifecycle_sweep_interval_s,
+        clock=pipeline.clock,
+    )
+    return {"commands": commands, "missions": missions, "lifecycle": lifecycle}
 
 
 def _redact(url: str) -> str:

@@ -9,7 +9,7 @@ from fastapi import FastAPI, WebSocket
 
 from fleethub import __version__
 from fleethub.api.errors import install_error_handlers
-from fleethub.api.routes import events, health, robots
+from fleethub.api.routes import commands, events, health, missions, robots
 from fleethub.services import Services, build_services
 from fleethub.settings import Settings
 from fleethub.transports.websocket import serve_robot
@@ -46,6 +46,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(robots.router)
     app.include_router(events.router)
+    app.include_router(commands.router)
+    app.include_router(missions.router)
 
     @app.websocket("/ws/robots/{robot_id}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
