@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     lifecycle_sweep_interval_s: float = Field(
         1.0,
         gt=0,
-        le=60,
+        le=3600,
         description="Seconds between checks for expired commands and timed-out "
         "missions.",
     )

@@ -199,6 +199,7 @@ class MissionService:
                     busy.add(robot_id)
 
     async def _assign(self, mission: Mission, robot_id: str) -> bool:
+        snapshot = await self.live.get(robot_id)
         now = self.clock()
         assigned = await self.store.update_mission(
             mission.mission_id,
@@ -211,6 +212,10 @@ class MissionService:
         if assigned is None:
             return False
         tracked = TrackedMission.from_mission(assigned)
+        if snapshot is not None and snapshot.state is not None:
+            # Distance driven counts from where the robot was when assigned.
+            position = snapshot.state.position
+            tracked.last_position = (position.x, position.y)
         self.tracker.add(tracked)
         await self._publish("mission_assigned", assigned)
         await self._issue_step(tracked)
