@@ -36,7 +36,10 @@ WAIT_S = 10.0
 
 
 async def create_postgres_database() -> str:
-    """Create a uniquely named database; return its name, or skip/fail without a server."""
+    """Create a uniquely named database and return its name.
+
+    Without a server the test is skipped, or fails when ``CI`` is set.
+    """
     name = f"fleethub_test_{uuid.uuid4().hex[:12]}"
     try:
         conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
@@ -61,7 +64,9 @@ async def drop_postgres_database(name: str) -> None:
 
 
 @pytest_asyncio.fixture(params=["sqlite"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
     """A fresh database; tests parametrize it with ``postgresql`` to cover both."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/fleethub.db"
@@ -89,7 +94,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 @pytest_asyncio.fixture
 async def server(database_url: str) -> AsyncIterator[RunningServer]:
     """A running fleethub on port 0 over the test's database."""
-    async with running_server(make_settings(database_url), migrate_schema=True) as running:
+    async with running_server(
+        make_settings(database_url), migrate_schema=True
+    ) as running:
         yield running
 
 
@@ -112,10 +119,10 @@ class EventWatch:
         self.seen: list[dict[str, Any]] = []
 
     async def wait_for(
-        self, event_type: str, timeout: float = WAIT_S, **fields: Any
+        self, event_type: str, wait_s: float = WAIT_S, **fields: Any
     ) -> dict[str, Any]:
         """Return the first event of ``event_type`` whose data matches ``fields``."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             index = 0
             while True:
                 while index < len(self.seen):
@@ -198,9 +205,9 @@ class RecordingRobot:
             await self.release.wait()
         return self.outcome
 
-    async def next_command(self, timeout: float = WAIT_S) -> dict[str, Any]:
-        """Wait for the next command the robot receives."""
-        return await asyncio.wait_for(self._arrived.get(), timeout)
+    async def next_command(self) -> dict[str, Any]:
+        """Wait up to WAIT_S seconds for the next command the robot receives."""
+        return await asyncio.wait_for(self._arrived.get(), WAIT_S)
 
 
 async def connect(

@@ -140,7 +140,12 @@ def _build_lifecycle(
         clock=pipeline.clock,
     )
     missions = MissionService(
-        SqlMissionStore(storage), commands, live, pipeline.emit, settings, pipeline.clock
+        SqlMissionStore(storage),
+        commands,
+        live,
+        pipeline.emit,
+        settings,
+        clock=pipeline.clock,
     )
     commands.observers.append(missions.observe_command)
     pipeline.state_observers.append(missions.observe_state)

@@ -151,7 +151,13 @@ async def test_list_filters_by_status_and_pages(
 BAD_COMMANDS = [
     ("unknown robot", "ghost", {"type": "stop"}, 404, "robot_not_found"),
     ("bad type", "r1", {"type": "go to!"}, 400, "invalid_command_type"),
-    ("go_to without y", "r1", {"type": "go_to", "params": {"x": 1}}, 400, "invalid_params"),
+    (
+        "go_to without y",
+        "r1",
+        {"type": "go_to", "params": {"x": 1}},
+        400,
+        "invalid_params",
+    ),
     (
         "go_to text x",
         "r1",
@@ -166,10 +172,22 @@ BAD_COMMANDS = [
         400,
         "invalid_params",
     ),
-    ("stop with params", "r1", {"type": "stop", "params": {"now": 1}}, 400, "invalid_params"),
+    (
+        "stop with params",
+        "r1",
+        {"type": "stop", "params": {"now": 1}},
+        400,
+        "invalid_params",
+    ),
     ("negative ttl", "r1", {"type": "stop", "ttl_s": -1}, 400, "invalid_ttl"),
     ("huge ttl", "r1", {"type": "stop", "ttl_s": 1e12}, 400, "invalid_ttl"),
-    ("priority too high", "r1", {"type": "stop", "priority": 1000}, 422, "invalid_request"),
+    (
+        "priority too high",
+        "r1",
+        {"type": "stop", "priority": 1000},
+        422,
+        "invalid_request",
+    ),
     ("unknown field", "r1", {"type": "stop", "colour": "red"}, 422, "invalid_request"),
     ("bad robot id", "bad id!", {"type": "stop"}, 400, "invalid_robot_id"),
 ]
@@ -237,7 +255,9 @@ async def test_bad_command_responses_get_error_frames(
             {"command_id": "no-such-command", "status": "acknowledged"},
         ]
         for response in responses:
-            await socket.send(json.dumps({"type": "command_response", "data": response}))
+            await socket.send(
+                json.dumps({"type": "command_response", "data": response})
+            )
         errors = [
             json.loads(await asyncio.wait_for(socket.recv(), WAIT_S)) for _ in range(3)
         ]

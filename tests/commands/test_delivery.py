@@ -12,9 +12,9 @@ import websockets
 from fleethub.cli.server import RunningServer
 from fleethub.client.robot import RobotClient
 from tests.lifecycle_support import (
+    WAIT_S,
     EventWatch,
     RecordingRobot,
-    WAIT_S,
     StateFeed,
     connect,
     later,
@@ -136,7 +136,9 @@ async def test_unacknowledged_command_resent_after_reconnect(
         again = await receive(socket)
         for status in ("acknowledged", "succeeded"):
             response = {"command_id": command["command_id"], "status": status}
-            await socket.send(json.dumps({"type": "command_response", "data": response}))
+            await socket.send(
+                json.dumps({"type": "command_response", "data": response})
+            )
         await events.wait_for("command_succeeded", command_id=command["command_id"])
 
     assert requeued["status"] == "queued"

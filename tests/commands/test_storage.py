@@ -17,7 +17,9 @@ from fleethub.storage.commands import SqlCommandStore
 from fleethub.storage.missions import SqlMissionStore
 from fleethub.storage.sql import SqlStorage, create_engine
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+pytestmark = pytest.mark.parametrize(
+    "database_url", ["sqlite", "postgresql"], indirect=True
+)
 
 Q, S, A = CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED
 
@@ -48,13 +50,17 @@ def new_command(name: str, priority: int = 0, **fields: object) -> Command:
     return Command(**values)  # type: ignore[arg-type]
 
 
-async def test_deliverable_orders_by_priority_then_creation(storage: SqlStorage) -> None:
+async def test_deliverable_orders_by_priority_then_creation(
+    storage: SqlStorage,
+) -> None:
     """Queued commands come back highest priority first, then oldest first."""
     store = SqlCommandStore(storage)
     for name, priority in [("a", 1), ("b", 3), ("c", 1), ("d", 3)]:
         await store.insert_command(new_command(name, priority))
     now = utcnow()
-    await store.insert_command(new_command("old", 9, expires_at=now - timedelta(seconds=1)))
+    await store.insert_command(
+        new_command("old", 9, expires_at=now - timedelta(seconds=1))
+    )
 
     order = [c.command_id for c in await store.deliverable("r1", now)]
     expired = [c.command_id for c in await store.due_for_expiry(now)]
@@ -122,8 +128,12 @@ async def test_mission_round_trip_and_counts(storage: SqlStorage) -> None:
     await store.insert_mission(mission)
 
     assigned = await store.update_mission(
-        "m1", (MissionStatus.PENDING,), now, to_status=MissionStatus.ASSIGNED,
-        robot_id="r1", assigned_at=now,
+        "m1",
+        (MissionStatus.PENDING,),
+        now,
+        to_status=MissionStatus.ASSIGNED,
+        robot_id="r1",
+        assigned_at=now,
     )
     stale = await store.update_mission(
         "m1", (MissionStatus.PENDING,), now, to_status=MissionStatus.CANCELLED

@@ -16,7 +16,12 @@ BAD_MISSIONS = [
     ("missing waypoints", {}, 422, "invalid_request"),
     ("x out of range", {"waypoints": [{"x": 2e6, "y": 0}]}, 400, "invalid_waypoint"),
     ("y text", {"waypoints": [{"x": 0, "y": "north"}]}, 422, "invalid_request"),
-    ("yaw out of range", {"waypoints": [{"x": 0, "y": 0, "yaw": 9}]}, 400, "invalid_waypoint"),
+    (
+        "yaw out of range",
+        {"waypoints": [{"x": 0, "y": 0, "yaw": 9}]},
+        400,
+        "invalid_waypoint",
+    ),
     (
         "zero tolerance",
         {"waypoints": [{"x": 0, "y": 0, "tolerance": 0}]},
@@ -127,7 +132,9 @@ async def test_list_missions_filters_and_pages(
 
     page1 = (await http.get("/api/missions", params={"limit": 2})).json()
     page2 = (
-        await http.get("/api/missions", params={"limit": 2, "before": page1["next_before"]})
+        await http.get(
+            "/api/missions", params={"limit": 2, "before": page1["next_before"]}
+        )
     ).json()
     pending = (await http.get("/api/missions", params={"status": "pending"})).json()
 
@@ -145,7 +152,8 @@ async def test_mission_defaults_are_applied(
     deadline = later(3600)
 
     created = await http.post(
-        "/api/missions", json={"waypoints": [WAYPOINT], "deadline": deadline.isoformat()}
+        "/api/missions",
+        json={"waypoints": [WAYPOINT], "deadline": deadline.isoformat()},
     )
 
     body = created.json()

@@ -72,7 +72,9 @@ async def test_simulated_robot_completes_mission(
     config = SimConfig(rate_hz=20, speed_mps=2.0, turn_rate_rps=6.0, wander=False)
     stop = asyncio.Event()
     fleet = [make_robot(index, config) for index in range(2)]
-    sims = [asyncio.create_task(run_robot(robot, server.ws_url, stop)) for robot in fleet]
+    sims = [
+        asyncio.create_task(run_robot(robot, server.ws_url, stop)) for robot in fleet
+    ]
     for robot in fleet:
         await events.wait_for("robot_connected", robot_id=robot.robot_id)
     dock_x, dock_y = fleet[1].dock
@@ -85,7 +87,7 @@ async def test_simulated_robot_completes_mission(
         ],
     )
     mission_id = mission["mission_id"]
-    await events.wait_for("mission_completed", timeout=30, mission_id=mission_id)
+    await events.wait_for("mission_completed", wait_s=30, mission_id=mission_id)
     stop.set()
     await asyncio.gather(*sims)
 
@@ -265,7 +267,7 @@ async def test_robot_error_fails_mission(
 async def test_cancel_mission_stops_robot(
     server: RunningServer, http: httpx.AsyncClient, events: EventWatch
 ) -> None:
-    """Cancelling a running mission tells the robot to stop; a second cancel conflicts."""
+    """Cancelling a running mission stops the robot; a second cancel conflicts."""
     robot = RecordingRobot()
     client = await connect(server, "r1", robot, StateFeed())
     mission = await post_mission(http, waypoints=[{"x": 4, "y": 4}])

@@ -130,7 +130,9 @@ def demo_missions(config: SimConfig, robots: int) -> list[dict[str, Any]]:
     return missions
 
 
-async def _create_missions(server: RunningServer, config: SimConfig, robots: int) -> int:
+async def _create_missions(
+    server: RunningServer, config: SimConfig, robots: int
+) -> int:
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         for request in demo_missions(config, robots):
             response = await http.post("/api/missions", json=request)

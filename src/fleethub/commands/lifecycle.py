@@ -66,7 +66,9 @@ class LifecycleRunner:
         self._subscription = self.bus.subscribe(frozenset({EVENTS}), maxsize=10_000)
         self._tasks = [
             asyncio.create_task(self._tick(), name="lifecycle-sweeps"),
-            asyncio.create_task(self._follow(self._subscription), name="lifecycle-connects"),
+            asyncio.create_task(
+                self._follow(self._subscription), name="lifecycle-connects"
+            ),
         ]
         logger.info("lifecycle_started", extra={"interval_s": self.interval_s})
 
@@ -110,4 +112,6 @@ class LifecycleRunner:
             try:
                 await hook(robot_id)
             except Exception:
-                logger.exception("lifecycle_connect_hook_failed", extra={"robot_id": robot_id})
+                logger.exception(
+                    "lifecycle_connect_hook_failed", extra={"robot_id": robot_id}
+                )

@@ -88,7 +88,9 @@ class CommandService:
         validate_command(command_type, params)
         ttl_s = self._check_ttl(ttl_s)
         if idempotency_key is not None:
-            existing = await self.store.find_by_idempotency_key(robot_id, idempotency_key)
+            existing = await self.store.find_by_idempotency_key(
+                robot_id, idempotency_key
+            )
             if existing is not None:
                 return _same_request(existing, command_type, params, priority), False
         if not await self.store.robot_exists(robot_id):
@@ -117,7 +119,9 @@ class CommandService:
         except DuplicateIdempotencyKey:
             # A concurrent POST with the same key won the insert.
             assert idempotency_key is not None
-            existing = await self.store.find_by_idempotency_key(robot_id, idempotency_key)
+            existing = await self.store.find_by_idempotency_key(
+                robot_id, idempotency_key
+            )
             assert existing is not None
             return _same_request(existing, command_type, params, priority), False
         await self._changed(command)
@@ -232,7 +236,9 @@ class CommandService:
         """
         now = now or self.clock()
         for command in await self.store.due_for_expiry(now):
-            await self._move(command, (Q,), CommandStatus.EXPIRED, now, "Time to live ran out.")
+            await self._move(
+                command, (Q,), CommandStatus.EXPIRED, now, "Time to live ran out."
+            )
         timeout = timedelta(seconds=self.settings.command_ack_timeout_s)
         robots: set[str] = set()
         for command in await self.store.unacknowledged(now - timeout):
@@ -248,7 +254,10 @@ class CommandService:
             await self._move(command, (S,), CommandStatus.FAILED, now, message)
             return False
         if command.expires_at is not None and command.expires_at <= now:
-            message = "Sent but not acknowledged before it expired; the robot may have received it."
+            message = (
+                "Sent but not acknowledged before it expired; the robot may have "
+                "received it."
+            )
             await self._move(command, (S,), CommandStatus.EXPIRED, now, message)
             return False
         message = (
@@ -257,8 +266,11 @@ class CommandService:
         )
         logger.warning(
             "command_requeued",
-            extra={"command_id": command.command_id, "robot_id": command.robot_id,
-                   "attempts": command.attempts},
+            extra={
+                "command_id": command.command_id,
+                "robot_id": command.robot_id,
+                "attempts": command.attempts,
+            },
         )
         return await self._move(command, (S,), Q, now, message)
 
@@ -279,7 +291,9 @@ class CommandService:
         await self._changed(updated)
         return True
 
-    async def _changed(self, command: Command, result: dict[str, Any] | None = None) -> None:
+    async def _changed(
+        self, command: Command, result: dict[str, Any] | None = None
+    ) -> None:
         """Publish the command's new status and tell the observers."""
         data: dict[str, Any] = {
             "command_id": command.command_id,
@@ -292,7 +306,9 @@ class CommandService:
             data["mission_id"] = command.mission_id
         if result is not None:
             data["result"] = result
-        severity = Severity.WARNING if command.status in _WARNING_STATUSES else Severity.INFO
+        severity = (
+            Severity.WARNING if command.status in _WARNING_STATUSES else Severity.INFO
+        )
         await self._emit(
             Event(
                 type=f"command_{command.status.value}",
@@ -315,7 +331,11 @@ class CommandService:
 def _same_request(
     existing: Command, command_type: str, params: dict[str, Any], priority: int
 ) -> Command:
-    if (existing.type, existing.params, existing.priority) != (command_type, params, priority):
+    if (existing.type, existing.params, existing.priority) != (
+        command_type,
+        params,
+        priority,
+    ):
         raise Conflict(
             f"Idempotency key {existing.idempotency_key!r} was already used for a "
             f"different command ({existing.command_id}); use a new key.",

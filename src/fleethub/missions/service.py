@@ -76,6 +76,7 @@ class MissionService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = True  # unknown until the first dispatch
         self._dispatch_scheduled = False
+        self._last_status: dict[str, RobotStatus] = {}
 
     # Lifecycle, called by the composition root.
 
@@ -83,7 +84,9 @@ class MissionService:
         """Rebuild the tracker from the running missions in the database."""
         for mission in await self.store.running_missions():
             self.tracker.add(TrackedMission.from_mission(mission))
-        logger.info("missions_resumed", extra={"count": len(self.tracker.busy_robots())})
+        logger.info(
+            "missions_resumed", extra={"count": len(self.tracker.busy_robots())}
+        )
 
     async def stop(self) -> None:
         """Cancel the scheduled work and wait for it to end."""
@@ -111,11 +114,17 @@ class MissionService:
             self.settings.mission_max_waypoints,
         )
         check_deadline(deadline, now)
-        timeout_s = self.settings.mission_default_timeout_s if timeout_s is None else timeout_s
+        timeout_s = (
+            self.settings.mission_default_timeout_s if timeout_s is None else timeout_s
+        )
         check_timeout(timeout_s)
-        if robot_id is not None and not await self.commands.store.robot_exists(robot_id):
+        if robot_id is not None and not await self.commands.store.robot_exists(
+            robot_id
+        ):
             raise NotFound(
-                f"Robot {robot_id!r} is not known.", code="robot_not_found", robot_id=robot_id
+                f"Robot {robot_id!r} is not known.",
+                code="robot_not_found",
+                robot_id=robot_id,
             )
         mission = Mission(
             mission_id=str(uuid.uuid4()),
@@ -176,14 +185,17 @@ class MissionService:
                     status=mission.status.value,
                 )
             finished = await self._finish(
-                mission, MissionStatus.CANCELLED, "cancelled", "Cancelled by an operator."
+                mission,
+                MissionStatus.CANCELLED,
+                "cancelled",
+                "Cancelled by an operator.",
             )
         return finished or await self.get(mission_id)
 
     # Assignment.
 
     async def dispatch(self) -> None:
-        """Assign pending missions to eligible robots, in priority then creation order."""
+        """Assign pending missions to eligible robots, by priority then age."""
         async with self._lock:
             self._dispatch_scheduled = False
             pending = await self.store.pending_missions()
@@ -228,11 +240,14 @@ class MissionService:
         params: dict[str, Any] = {"x": waypoint.x, "y": waypoint.y}
         if waypoint.yaw is not None:
             params["yaw"] = waypoint.yaw
+        # The mission's own timeout ends it (and cancels this command), so the
+        # command may wait for delivery as long as commands are allowed to.
         command, _ = await self.commands.submit(
             tracked.robot_id,
             "go_to",
             params,
             priority=MISSION_COMMAND_PRIORITY,
+            ttl_s=self.settings.command_max_ttl_s,
             mission_id=tracked.mission_id,
         )
         tracked.step_command_id = command.command_id
@@ -242,18 +257,29 @@ class MissionService:
 
     def observe_state(self, robot_id: str, state: RobotState) -> None:
         """Follow a running mission, or dispatch when an idle robot could take one."""
+        previous = self._last_status.get(robot_id)
+        self._last_status[robot_id] = state.status
         tracked = self.tracker.for_robot(robot_id)
         if tracked is None:
-            if self._pending and not self._dispatch_scheduled and self._may_take(state):
-                self._dispatch_scheduled = True
-                self._spawn(self.dispatch())
+            # Only a robot that just became idle triggers a dispatch; the
+            # periodic sweep covers every other change (battery, presence).
+            became_idle = previous is not RobotStatus.IDLE
+            if became_idle and self._pending and self._may_take(state):
+                self._schedule_dispatch()
             return
         if state.status is RobotStatus.ERROR:
             message = state.error_message or "The robot reported an error."
-            self._spawn(self._fail_if_running(tracked.mission_id, "robot_error", message))
+            self._spawn(
+                self._fail_if_running(tracked.mission_id, "robot_error", message)
+            )
             return
         if self.tracker.observe(tracked, state):
             self._spawn(self._reach(tracked.mission_id, tracked.index))
+
+    def _schedule_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self._spawn(self.dispatch())
 
     def _may_take(self, state: RobotState) -> bool:
         reserve = self.settings.mission_battery_reserve_percent
@@ -276,7 +302,9 @@ class MissionService:
                 if command.status is CommandStatus.SUCCEEDED:
                     self._spawn(self._task_done(tracked.mission_id, command.command_id))
         elif command.status in _FAILED_COMMAND:
-            message = f"Command {command.type!r} {command.status.value}: {command.message}"
+            message = (
+                f"Command {command.type!r} {command.status.value}: {command.message}"
+            )
             reason = f"command_{command.status.value}"
             self._spawn(self._fail_if_running(tracked.mission_id, reason, message))
 
@@ -363,7 +391,9 @@ class MissionService:
 
     # Endings.
 
-    async def _fail_if_running(self, mission_id: str, reason: str, message: str) -> None:
+    async def _fail_if_running(
+        self, mission_id: str, reason: str, message: str
+    ) -> None:
         async with self._lock:
             mission = await self.get(mission_id)
             if not mission.status.finished:
@@ -391,7 +421,7 @@ class MissionService:
             await self._stop_robot(tracked)
         await self._publish(f"mission_{status.value}", finished)
         self._pending = True
-        self._spawn(self.dispatch())
+        self._schedule_dispatch()
         return finished
 
     async def _stop_robot(self, tracked: TrackedMission) -> None:
@@ -403,7 +433,11 @@ class MissionService:
             except Conflict:
                 pass  # already delivered or finished: the stop below covers it
         await self.commands.submit(
-            tracked.robot_id, "stop", {}, priority=STOP_PRIORITY, mission_id=tracked.mission_id
+            tracked.robot_id,
+            "stop",
+            {},
+            priority=STOP_PRIORITY,
+            mission_id=tracked.mission_id,
         )
 
     async def sweep(self, now: datetime | None = None) -> None:
@@ -418,7 +452,9 @@ class MissionService:
                 reason = _overdue(mission, now)
                 if reason is not None:
                     message = f"The mission passed its {reason} at {now.isoformat()}."
-                    await self._finish(mission, MissionStatus.TIMED_OUT, reason, message)
+                    await self._finish(
+                        mission, MissionStatus.TIMED_OUT, reason, message
+                    )
         await self.dispatch()
 
     async def _publish(self, event_type: str, mission: Mission, **extra: Any) -> None:
@@ -473,6 +509,8 @@ async def _logged(work: Coroutine[Any, Any, None]) -> None:
     try:
         await work
     except FleethubError as exc:
-        logger.warning("mission_step_failed", extra={"error": exc.message, "code": exc.code})
+        logger.warning(
+            "mission_step_failed", extra={"error": exc.message, "code": exc.code}
+        )
     except Exception:
         logger.exception("mission_step_crashed")

@@ -24,7 +24,9 @@ def build_waypoints(
 ) -> list[Waypoint]:
     """Validate waypoint dicts (``x``, ``y``, ``yaw``, ``tolerance``, ``task``)."""
     if not raw:
-        raise InvalidInput("A mission needs at least one waypoint.", code="no_waypoints")
+        raise InvalidInput(
+            "A mission needs at least one waypoint.", code="no_waypoints"
+        )
     if len(raw) > max_waypoints:
         raise InvalidInput(
             f"A mission has {len(raw)} waypoints; the limit is {max_waypoints}.",
@@ -42,7 +44,12 @@ def _waypoint(index: int, item: dict[str, Any], default_tolerance: float) -> Way
     if item.get("tolerance") is not None:
         tolerance = _number(index, item, "tolerance", MAX_TOLERANCE_M)
         if tolerance <= 0:
-            raise _invalid(index, "tolerance", tolerance, f"above 0 and at most {MAX_TOLERANCE_M:g}")
+            raise _invalid(
+                index,
+                "tolerance",
+                tolerance,
+                f"above 0 and at most {MAX_TOLERANCE_M:g}",
+            )
     task = None
     if item.get("task") is not None:
         task_item = item["task"]

@@ -64,12 +64,15 @@ events = Table(
     Index("ix_events_type_ts", "type", "ts"),
 )
 
+# SQLite only autoincrements an INTEGER primary key.
+SERIAL = BigInteger().with_variant(Integer, "sqlite")
+
 # Commands, missions and their status history (revision 0002). ``seq`` is the
 # creation order: queued commands are delivered by priority, then by ``seq``.
 commands = Table(
     "commands",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("seq", SERIAL, primary_key=True, autoincrement=True),
     Column("command_id", String(36), nullable=False, unique=True),
     Column("robot_id", String(64), nullable=False),
     Column("type", String(64), nullable=False),
@@ -84,7 +87,9 @@ commands = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("message", Text, nullable=True),
-    UniqueConstraint("robot_id", "idempotency_key", name="uq_commands_robot_idempotency_key"),
+    UniqueConstraint(
+        "robot_id", "idempotency_key", name="uq_commands_robot_idempotency_key"
+    ),
     Index("ix_commands_robot_status", "robot_id", "status", "priority", "seq"),
     Index("ix_commands_status", "status"),
 )
@@ -92,7 +97,7 @@ commands = Table(
 missions = Table(
     "missions",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("seq", SERIAL, primary_key=True, autoincrement=True),
     Column("mission_id", String(36), nullable=False, unique=True),
     Column("status", String(16), nullable=False),
     Column("requested_robot_id", String(64), nullable=True),
@@ -118,7 +123,7 @@ missions = Table(
 transitions = Table(
     "transitions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", SERIAL, primary_key=True, autoincrement=True),
     Column("subject", String(16), nullable=False),
     Column("subject_id", String(36), nullable=False),
     Column("from_status", String(16), nullable=True),

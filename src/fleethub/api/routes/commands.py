@@ -18,7 +18,9 @@ router = APIRouter(tags=["commands"])
 IdempotencyKey = Annotated[
     str | None, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 ]
-CommandIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Command id.")]
+CommandIdPath = Annotated[
+    str, Path(min_length=1, max_length=64, description="Command id.")
+]
 
 
 class CommandRequest(BaseModel):
@@ -85,7 +87,9 @@ async def list_commands(
     services: ServicesDep,
     status: Annotated[list[CommandStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last page.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, description="next_before of the last page.")
+    ] = None,
 ) -> dict[str, Any]:
     """Return the robot's commands, newest first, optionally only some statuses."""
     limit = min(limit, services.settings.max_page_size)
@@ -97,7 +101,9 @@ async def list_commands(
 
 
 @router.get("/api/commands/{command_id}", responses=error_responses(404))
-async def get_command(command_id: CommandIdPath, services: ServicesDep) -> dict[str, Any]:
+async def get_command(
+    command_id: CommandIdPath, services: ServicesDep
+) -> dict[str, Any]:
     """Return a command with its status history."""
     command = await services.commands.get(command_id)
     history = await services.commands.history(command_id)
@@ -105,6 +111,10 @@ async def get_command(command_id: CommandIdPath, services: ServicesDep) -> dict[
 
 
 @router.post("/api/commands/{command_id}/cancel", responses=error_responses(404, 409))
-async def cancel_command(command_id: CommandIdPath, services: ServicesDep) -> dict[str, Any]:
+async def cancel_command(
+    command_id: CommandIdPath, services: ServicesDep
+) -> dict[str, Any]:
     """Cancel a command the robot has not acknowledged yet."""
-    return command_body(await services.commands.cancel(command_id, "Cancelled by an operator."))
+    return command_body(
+        await services.commands.cancel(command_id, "Cancelled by an operator.")
+    )

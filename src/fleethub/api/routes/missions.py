@@ -17,7 +17,9 @@ from fleethub.missions.store import Mission, MissionStatus
 
 router = APIRouter(prefix="/api/missions", tags=["missions"])
 
-MissionIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Mission id.")]
+MissionIdPath = Annotated[
+    str, Path(min_length=1, max_length=64, description="Mission id.")
+]
 
 
 class TaskRequest(BaseModel):
@@ -50,7 +52,9 @@ class MissionRequest(BaseModel):
     robot_id: str | None = Field(None, description="Omit to let fleethub choose.")
     priority: int = Field(0, ge=0, le=100, description="Higher is assigned first.")
     deadline: datetime | None = Field(None, description="Time zone required.")
-    timeout_s: float | None = Field(None, description="Seconds allowed after assignment.")
+    timeout_s: float | None = Field(
+        None, description="Seconds allowed after assignment."
+    )
 
 
 def mission_body(mission: Mission) -> dict[str, Any]:
@@ -81,7 +85,9 @@ async def list_missions(
     status: Annotated[list[MissionStatus] | None, Query()] = None,
     robot_id: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last page.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, description="next_before of the last page.")
+    ] = None,
 ) -> dict[str, Any]:
     """Return missions, newest first, filtered by status and robot."""
     if robot_id is not None:
@@ -95,7 +101,9 @@ async def list_missions(
 
 
 @router.get("/{mission_id}", responses=error_responses(404))
-async def get_mission(mission_id: MissionIdPath, services: ServicesDep) -> dict[str, Any]:
+async def get_mission(
+    mission_id: MissionIdPath, services: ServicesDep
+) -> dict[str, Any]:
     """Return a mission with its progress, metrics and status history."""
     mission = await services.missions.get(mission_id)
     history = await services.missions.history(mission_id)
@@ -103,6 +111,8 @@ async def get_mission(mission_id: MissionIdPath, services: ServicesDep) -> dict[
 
 
 @router.post("/{mission_id}/cancel", responses=error_responses(404, 409))
-async def cancel_mission(mission_id: MissionIdPath, services: ServicesDep) -> dict[str, Any]:
+async def cancel_mission(
+    mission_id: MissionIdPath, services: ServicesDep
+) -> dict[str, Any]:
     """Cancel an unfinished mission; a robot driving it is told to stop."""
     return mission_body(await services.missions.cancel(mission_id))
