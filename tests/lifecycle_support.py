@@ -191,7 +191,7 @@ class StateFeed:
 
 @dataclass
 class RecordingRobot:
-    """A command handler that records each command and answers with ``outcome``."""
+    """A command handler that records each command and returns ``outcome``."""
 
     outcome: tuple[str, str | None] = ("succeeded", None)
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -226,7 +226,7 @@ async def connect(
 
 
 async def register_robot(server: RunningServer, robot_id: str) -> None:
-    """Connect a robot once and disconnect it, so fleethub knows it."""
+    """Connect a robot once and disconnect it, so fleethub stores the robot."""
     watch = EventWatch(services_of(server))
     client = await connect(server, robot_id)
     await client.close()

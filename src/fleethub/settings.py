@@ -68,10 +68,10 @@ class Settings(BaseSettings):
         5, ge=1, description="Sends of one command before it is marked failed."
     )
     command_default_ttl_s: float = Field(
-        3600.0, gt=0, description="Time to live of a command posted without one."
+        3600.0, gt=0, description="Time to live of a command posted without one, seconds."
     )
     command_max_ttl_s: float = Field(
-        7 * 86400.0, gt=0, description="Longest time to live a command may ask for."
+        7 * 86400.0, gt=0, description="Maximum time to live of a command, seconds."
     )
     lifecycle_sweep_interval_s: float = Field(
         1.0,

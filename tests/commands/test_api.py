@@ -242,7 +242,7 @@ async def test_unknown_command_id_is_not_found(http: httpx.AsyncClient) -> None:
 async def test_bad_command_responses_get_error_frames(
     server: RunningServer, http: httpx.AsyncClient, events: EventWatch
 ) -> None:
-    """Duplicate and unknown command responses are answered with error frames."""
+    """Duplicate and unknown command responses get error frames."""
     await register_robot(server, "r1")
     command = (await http.post("/api/robots/r1/commands", json={"type": "a"})).json()
     async with websockets.connect(f"{server.ws_url}/ws/robots/r1") as socket:

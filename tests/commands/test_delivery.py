@@ -178,7 +178,7 @@ async def test_command_fails_after_max_attempts(
 
 
 async def test_robot_client_drops_duplicate_command() -> None:
-    """The robot client answers a resent command id without running it again."""
+    """The robot client replies to a resent command id without running it again."""
     robot = RecordingRobot()
     client = RobotClient("ws://127.0.0.1:9", "r1", on_command=robot)
     sent: list[bytes] = []

@@ -155,7 +155,7 @@ async def test_mission_times_out_and_robot_stops(
 async def test_pending_mission_times_out_at_deadline(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
-    """A mission nobody could take is timed out once its deadline passes."""
+    """A pending mission times out once its deadline passes."""
     deadline = later(60).isoformat()
     mission = await post_mission(http, waypoints=[{"x": 1, "y": 1}], deadline=deadline)
 

@@ -33,8 +33,8 @@ DEMO_MISSIONS_PER_ROBOT = 2
 DEMO_MISSION_TIMEOUT_S = 60.0
 MISSION_WAIT_S = 90.0
 # A simulated robot drains about 1.25 % per metre at the demo's battery time
-# scale; this reserve lets a robot finish a demo mission before it has to
-# leave for its dock, unless FLEETHUB_MISSION_BATTERY_RESERVE_PERCENT is set.
+# scale. This reserve lets a robot finish a demo mission before it has to leave
+# for its dock. FLEETHUB_MISSION_BATTERY_RESERVE_PERCENT overrides it.
 DEMO_MISSION_RESERVE_PERCENT = 45.0
 
 

@@ -10,7 +10,7 @@ before it are known to be stored, the rest are sent again in order.
 ``send_state`` waits while ``max_in_flight`` states are unacknowledged, which
 passes the server's back-pressure on to the robot's own loop.
 
-Commands arrive through ``on_command``. The client answers each one with an
+Commands arrive through ``on_command``. The client replies to each one with an
 ``acknowledged`` response, runs the handler and sends its final status. The
 server delivers at least once, so a command id seen before (a resend after a
 lost acknowledgement) is answered again with the stored outcome but not run
@@ -225,7 +225,7 @@ class RobotClient:
     async def _run_command(self, data: dict[str, Any]) -> None:
         command_id = str(data.get("command_id", ""))
         if command_id in self._running_commands:
-            # A resend while the first copy still runs: that copy will answer.
+            # A resend while the first copy still runs: that copy sends the response.
             self.stats.duplicate_commands += 1
             return
         outcome = self._seen_commands.get(command_id)

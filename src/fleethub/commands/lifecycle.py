@@ -103,7 +103,7 @@ class LifecycleRunner:
             try:
                 event = _decoder.decode(message).data
             except msgspec.DecodeError:
-                continue  # not an event envelope; nothing to react to
+                continue  # not an event envelope, so there is nothing to react to
             if event.type == "robot_connected" and event.robot_id is not None:
                 await self._connected(event.robot_id)
 

@@ -1,4 +1,4 @@
-"""How a command reaches the process that holds the robot's connection.
+"""Command routing to the process that has the robot's connection.
 
 The command service only calls :meth:`CommandRouter.deliver`. The embedded
 router hands the payload to a link in this process; a multi-process router

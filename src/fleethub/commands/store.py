@@ -1,6 +1,6 @@
 """Command records and the storage interface the command service needs.
 
-A command moves through these states; each arrow is one stored transition::
+A command moves through these states, and each arrow is one stored transition::
 
     queued ──▶ sent ──▶ acknowledged ──▶ succeeded | failed | rejected
       │  ▲       │
@@ -26,7 +26,7 @@ from fleethub.errors import Conflict
 
 
 class CommandStatus(enum.StrEnum):
-    """Where a command is in its lifecycle."""
+    """The lifecycle state of a command."""
 
     QUEUED = "queued"
     SENT = "sent"
@@ -64,7 +64,7 @@ class Transition(msgspec.Struct, kw_only=True):
 
 
 class Command(msgspec.Struct, kw_only=True):
-    """A stored command; ``priority`` is higher-first, ``seq`` the creation order."""
+    """A stored command. A higher ``priority`` goes first; ``seq`` is the creation order."""
 
     command_id: str
     robot_id: str

@@ -1,9 +1,10 @@
 """Checks on command types and parameters before anything is stored.
 
 Parameters are free-form JSON objects so that vendors can add their own
-command types, but every number in them must be finite (Python's JSON parser
-accepts ``NaN`` and ``Infinity``; RFC 8259 does not), and the types fleethub
-itself sends (``go_to``, ``stop``, ``charge``) have their fields checked.
+command types. Every number in them must be finite, because Python's JSON
+parser accepts ``NaN`` and ``Infinity`` although RFC 8259 does not. The types
+fleethub itself sends (``go_to``, ``stop``, ``charge``) have their fields
+checked.
 """
 
 from __future__ import annotations

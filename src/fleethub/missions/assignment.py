@@ -1,9 +1,9 @@
 """Which robot gets a mission.
 
 A robot is eligible when it is online, reports ``idle``, reports a battery
-level above the reserve and has no mission running. Among eligible robots
-the one nearest (straight-line distance) to the mission's first waypoint
-wins; ties go to the smaller robot id, so the choice is deterministic.
+level above the reserve and has no mission running. The eligible robot
+nearest (straight-line distance) to the mission's first waypoint wins. Ties go
+to the smaller robot id, so the choice is deterministic.
 """
 
 from __future__ import annotations

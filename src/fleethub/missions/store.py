@@ -21,7 +21,7 @@ import msgspec
 
 
 class MissionStatus(enum.StrEnum):
-    """Where a mission is in its lifecycle."""
+    """The lifecycle state of a mission."""
 
     PENDING = "pending"
     ASSIGNED = "assigned"

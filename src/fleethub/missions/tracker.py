@@ -1,7 +1,7 @@
 """In-memory progress of the missions running in this process.
 
 The ingest pipeline calls :meth:`MissionTracker.observe` for every accepted
-state, so it only does arithmetic: it adds up the distance driven and tells
+state, so it only does arithmetic: it adds up the distance driven and reports
 when the robot is within tolerance of its current waypoint. The database
 holds the durable copy (current waypoint, distance); :class:`MissionService`
 writes it at each waypoint and rebuilds the tracker from it at start-up.

@@ -40,7 +40,7 @@ class SimConfig:
     full_percent: float = 95.0
     time_scale: float = 1.0
     arrive_tolerance_m: float = 0.2
-    # Off: an idle robot holds still until a command (or a mission) moves it.
+    # Off: an idle robot stays still until a command (or a mission) moves it.
     wander: bool = True
 
 

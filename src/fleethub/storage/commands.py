@@ -1,8 +1,9 @@
 """Commands and status transitions on SQLAlchemy: SQLite and PostgreSQL.
 
-Status changes are compare-and-set updates (``WHERE status IN (...)``) in the
-same transaction as their transition row, so the history always matches the
-current status and concurrent writers cannot both move one command.
+Status changes are compare-and-set updates (``WHERE status = <the status
+just read>``) in the same transaction as their transition row. The history
+therefore always matches the current status, and concurrent writers cannot
+both move one command.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ class SqlCommandStore:
             return _command(row.one())
 
     async def _status(self, command_id: str) -> CommandStatus | None:
-        # Read outside the write transaction: SQLite in WAL mode fails at once
-        # (no busy wait) when a read transaction tries to become a writer.
+        # Read outside the write transaction. In WAL mode SQLite returns
+        # SQLITE_BUSY_SNAPSHOT at once, without the busy timeout, when a read
+        # transaction tries to write after another connection committed.
         query = select(commands.c.status).where(commands.c.command_id == command_id)
         async with self._connect() as conn:
             status = (await conn.execute(query)).scalar()

@@ -114,5 +114,5 @@ async def get_mission(
 async def cancel_mission(
     mission_id: MissionIdPath, services: ServicesDep
 ) -> dict[str, Any]:
-    """Cancel an unfinished mission; a robot driving it is told to stop."""
+    """Cancel an unfinished mission and send a stop command to its robot."""
     return mission_body(await services.missions.cancel(mission_id))
