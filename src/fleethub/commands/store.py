@@ -64,7 +64,10 @@ class Transition(msgspec.Struct, kw_only=True):
 
 
 class Command(msgspec.Struct, kw_only=True):
-    """A stored command. A higher ``priority`` goes first; ``seq`` is the creation order."""
+    """A stored command.
+
+    A higher ``priority`` is delivered first, and ``seq`` is the creation order.
+    """
 
     command_id: str
     robot_id: str
