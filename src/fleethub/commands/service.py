@@ -171,7 +171,9 @@ class CommandService:
 
         Raises :class:`Conflict`: ``command_in_progress`` once the robot has
         acknowledged it (send ``stop`` instead), ``command_already_finished``
-        when it is over.
+        when it is over. A ``sent`` command may already be on the robot: it is
+        not recalled, and the robot's later responses to it are rejected with
+        ``command_already_finished``.
         """
         command = await self.get(command_id)
         async with self._lock(command.robot_id):

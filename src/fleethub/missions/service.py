@@ -267,7 +267,10 @@ class MissionService:
             if became_idle and self._pending and self._may_take(state):
                 self._schedule_dispatch()
             return
+        if tracked.ending:
+            return
         if state.status is RobotStatus.ERROR:
+            tracked.ending = True
             message = state.error_message or "The robot reported an error."
             self._spawn(
                 self._fail_if_running(tracked.mission_id, "robot_error", message)
@@ -448,7 +451,9 @@ class MissionService:
         """
         now = now or self.clock()
         async with self._lock:
-            for mission in await self.store.list_missions(statuses=OPEN, limit=10_000):
+            missions = await self.store.pending_missions()
+            missions += await self.store.running_missions()
+            for mission in missions:
                 reason = _overdue(mission, now)
                 if reason is not None:
                     message = f"The mission passed its {reason} at {now.isoformat()}."

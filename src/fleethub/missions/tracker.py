@@ -36,6 +36,8 @@ class TrackedMission:
     # True from "waypoint reached" until the next waypoint's command is issued,
     # so one arrival is reported once.
     advancing: bool = False
+    # True once a failure is scheduled, so later states do not schedule another.
+    ending: bool = False
 
     @classmethod
     def from_mission(cls, mission: Mission) -> TrackedMission:
