@@ -8,9 +8,11 @@ the reported position is within its tolerance. A waypoint's task is sent as
 one more command once the waypoint is reached, and the mission goes on when
 that command succeeds.
 
-All changes to missions run under one lock. The hooks called from the ingest
-pipeline and the command service (:meth:`observe_state`,
-:meth:`observe_command`) never wait: they schedule the work as a task.
+This module queues and assigns missions, and :mod:`fleethub.missions.progress`
+drives them once assigned. All changes to missions run under one lock. The
+hooks called from the ingest pipeline and the command service
+(:meth:`MissionService.observe_state`, :meth:`MissionProgress.observe_command`)
+never wait: they schedule the work as a task.
 
 NOTE: running missions are tracked in this process's memory, so with several
 API processes a robot's states must reach the process that assigned its
@@ -27,30 +29,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fleethub.commands.service import CommandService, Emit
-from fleethub.commands.store import Command, CommandStatus, Transition
+from fleethub.commands.store import Transition
 from fleethub.errors import Conflict, FleethubError, NotFound
 from fleethub.live.base import LiveState
 from fleethub.missions.assignment import choose_robot
-from fleethub.missions.store import (
-    OPEN_MISSION_STATUSES,
-    RUNNING_MISSION_STATUSES,
-    Mission,
-    MissionStatus,
-    MissionStore,
-)
-from fleethub.missions.tracker import MissionTracker, TrackedMission
+from fleethub.missions.progress import MissionProgress
+from fleethub.missions.store import Mission, MissionStatus, MissionStore
+from fleethub.missions.tracker import TrackedMission
 from fleethub.missions.validation import build_waypoints, check_deadline, check_timeout
-from fleethub.models import Event, Severity, utcnow
+from fleethub.models import utcnow
 from fleethub.protocol import RobotState, RobotStatus
 from fleethub.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Mission steps overtake routine commands (priority 0) queued for the robot.
-MISSION_COMMAND_PRIORITY = 50
-STOP_PRIORITY = 100
-OPEN = tuple(OPEN_MISSION_STATUSES)
-_FAILED_COMMAND = {CommandStatus.FAILED, CommandStatus.REJECTED, CommandStatus.EXPIRED}
 
 
 class MissionService:
@@ -70,13 +61,24 @@ class MissionService:
         self.live = live
         self.settings = settings
         self.clock = clock
-        self.tracker = MissionTracker()
-        self._emit = emit
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = True  # unknown until the first dispatch
         self._dispatch_scheduled = False
         self._last_status: dict[str, RobotStatus] = {}
+        self.progress = MissionProgress(
+            store,
+            commands,
+            emit,
+            settings,
+            clock,
+            self._lock,
+            self._spawn,
+            self._robot_freed,
+        )
+        self.tracker = self.progress.tracker
+        self.observe_command = self.progress.observe_command
+        self.robot_connected = self.progress.robot_connected
 
     # Lifecycle, called by the composition root.
 
@@ -114,18 +116,12 @@ class MissionService:
             self.settings.mission_max_waypoints,
         )
         check_deadline(deadline, now)
-        timeout_s = (
-            self.settings.mission_default_timeout_s if timeout_s is None else timeout_s
-        )
+        if timeout_s is None:
+            timeout_s = self.settings.mission_default_timeout_s
         check_timeout(timeout_s)
-        if robot_id is not None and not await self.commands.store.robot_exists(
-            robot_id
-        ):
-            raise NotFound(
-                f"Robot {robot_id!r} is not known.",
-                code="robot_not_found",
-                robot_id=robot_id,
-            )
+        if robot_id is not None:
+            await self._check_robot(robot_id)
+
         mission = Mission(
             mission_id=str(uuid.uuid4()),
             status=MissionStatus.PENDING,
@@ -138,21 +134,22 @@ class MissionService:
             deadline=deadline,
         )
         mission = await self.store.insert_mission(mission)
-        await self._publish("mission_created", mission)
+        await self.progress.publish("mission_created", mission)
         self._pending = True
         await self.dispatch()
         return await self.get(mission.mission_id)
 
+    async def _check_robot(self, robot_id: str) -> None:
+        if not await self.commands.store.robot_exists(robot_id):
+            raise NotFound(
+                f"Robot {robot_id!r} is not known.",
+                code="robot_not_found",
+                robot_id=robot_id,
+            )
+
     async def get(self, mission_id: str) -> Mission:
         """Return the mission, or raise :class:`NotFound` (``mission_not_found``)."""
-        mission = await self.store.get_mission(mission_id)
-        if mission is None:
-            raise NotFound(
-                f"Mission {mission_id!r} is not known.",
-                code="mission_not_found",
-                mission_id=mission_id,
-            )
-        return mission
+        return await self.progress.get(mission_id)
 
     async def history(self, mission_id: str) -> list[Transition]:
         """Return the mission's transitions, oldest first."""
@@ -184,7 +181,7 @@ class MissionService:
                     mission_id=mission_id,
                     status=mission.status.value,
                 )
-            finished = await self._finish(
+            finished = await self.progress.finish(
                 mission,
                 MissionStatus.CANCELLED,
                 "cancelled",
@@ -229,29 +226,9 @@ class MissionService:
             position = snapshot.state.position
             tracked.last_position = (position.x, position.y)
         self.tracker.add(tracked)
-        await self._publish("mission_assigned", assigned)
-        await self._issue_step(tracked)
+        await self.progress.publish("mission_assigned", assigned)
+        await self.progress.issue_step(tracked)
         return True
-
-    async def _issue_step(self, tracked: TrackedMission) -> None:
-        """Send the go_to command for the tracked mission's current waypoint."""
-        waypoint = tracked.current
-        assert waypoint is not None
-        params: dict[str, Any] = {"x": waypoint.x, "y": waypoint.y}
-        if waypoint.yaw is not None:
-            params["yaw"] = waypoint.yaw
-        # The mission's own timeout ends it (and cancels this command), so the
-        # command may wait for delivery as long as commands are allowed to.
-        command, _ = await self.commands.submit(
-            tracked.robot_id,
-            "go_to",
-            params,
-            priority=MISSION_COMMAND_PRIORITY,
-            ttl_s=self.settings.command_max_ttl_s,
-            mission_id=tracked.mission_id,
-        )
-        tracked.step_command_id = command.command_id
-        tracked.advancing = False
 
     # Hooks from the ingest pipeline, the command service and the robot link.
 
@@ -267,17 +244,11 @@ class MissionService:
             if became_idle and self._pending and self._may_take(state):
                 self._schedule_dispatch()
             return
-        if tracked.ending:
-            return
-        if state.status is RobotStatus.ERROR:
-            tracked.ending = True
-            message = state.error_message or "The robot reported an error."
-            self._spawn(
-                self._fail_if_running(tracked.mission_id, "robot_error", message)
-            )
-            return
-        if self.tracker.observe(tracked, state):
-            self._spawn(self._reach(tracked.mission_id, tracked.index))
+        self.progress.observe(tracked, state)
+
+    def _robot_freed(self) -> None:
+        self._pending = True
+        self._schedule_dispatch()
 
     def _schedule_dispatch(self) -> None:
         if not self._dispatch_scheduled:
@@ -290,157 +261,6 @@ class MissionService:
             state.status is RobotStatus.IDLE
             and state.battery is not None
             and state.battery > reserve
-        )
-
-    def observe_command(self, command: Command) -> None:
-        """React to a status change of a command sent for a mission."""
-        if command.mission_id is None:
-            return
-        tracked = self.tracker.by_mission(command.mission_id)
-        if tracked is None:
-            return
-        if command.status in (CommandStatus.ACKNOWLEDGED, CommandStatus.SUCCEEDED):
-            self._spawn(self._activate(tracked.mission_id))
-            if command.command_id == tracked.task_command_id:
-                if command.status is CommandStatus.SUCCEEDED:
-                    self._spawn(self._task_done(tracked.mission_id, command.command_id))
-        elif command.status in _FAILED_COMMAND:
-            message = (
-                f"Command {command.type!r} {command.status.value}: {command.message}"
-            )
-            reason = f"command_{command.status.value}"
-            self._spawn(self._fail_if_running(tracked.mission_id, reason, message))
-
-    async def robot_connected(self, robot_id: str) -> None:
-        """Resume the robot's running mission after a reconnect.
-
-        The current step is sent again when its command already finished, so a
-        robot that restarted and forgot its goal picks up where it was.
-        """
-        async with self._lock:
-            tracked = self.tracker.for_robot(robot_id)
-            if tracked is None or tracked.advancing or tracked.task_command_id:
-                return
-            step = tracked.step_command_id
-            if step is not None and not (await self.commands.get(step)).status.finished:
-                return
-            await self._issue_step(tracked)
-
-    # Progress.
-
-    async def _activate(self, mission_id: str) -> None:
-        async with self._lock:
-            await self._activate_locked(mission_id)
-
-    async def _activate_locked(self, mission_id: str) -> None:
-        tracked = self.tracker.by_mission(mission_id)
-        if tracked is None or tracked.status is not MissionStatus.ASSIGNED:
-            return
-        now = self.clock()
-        mission = await self.store.update_mission(
-            mission_id,
-            (MissionStatus.ASSIGNED,),
-            now,
-            to_status=MissionStatus.ACTIVE,
-            started_at=now,
-        )
-        tracked.status = MissionStatus.ACTIVE
-        if mission is not None:
-            await self._publish("mission_started", mission)
-
-    async def _reach(self, mission_id: str, index: int) -> None:
-        async with self._lock:
-            tracked = self.tracker.by_mission(mission_id)
-            if tracked is None or tracked.index != index:
-                return
-            await self._activate_locked(mission_id)
-            waypoint = tracked.waypoints[index]
-            tracked.index = index + 1
-            mission = await self.store.update_mission(
-                mission_id,
-                RUNNING_MISSION_STATUSES,
-                self.clock(),
-                current_waypoint=tracked.index,
-                distance_m=tracked.distance_m,
-            )
-            if mission is None:
-                return
-            await self._publish("waypoint_reached", mission, index=index)
-            if waypoint.task is not None:
-                command, _ = await self.commands.submit(
-                    tracked.robot_id,
-                    waypoint.task.type,
-                    waypoint.task.params,
-                    priority=MISSION_COMMAND_PRIORITY,
-                    mission_id=mission_id,
-                )
-                tracked.task_command_id = command.command_id
-                return
-            await self._advance(tracked, mission)
-
-    async def _task_done(self, mission_id: str, command_id: str) -> None:
-        async with self._lock:
-            tracked = self.tracker.by_mission(mission_id)
-            if tracked is None or tracked.task_command_id != command_id:
-                return
-            tracked.task_command_id = None
-            await self._advance(tracked, await self.get(mission_id))
-
-    async def _advance(self, tracked: TrackedMission, mission: Mission) -> None:
-        if tracked.current is not None:
-            await self._issue_step(tracked)
-            return
-        await self._finish(mission, MissionStatus.COMPLETED, None, None)
-
-    # Endings.
-
-    async def _fail_if_running(
-        self, mission_id: str, reason: str, message: str
-    ) -> None:
-        async with self._lock:
-            mission = await self.get(mission_id)
-            if not mission.status.finished:
-                await self._finish(mission, MissionStatus.FAILED, reason, message)
-
-    async def _finish(
-        self,
-        mission: Mission,
-        status: MissionStatus,
-        reason: str | None,
-        message: str | None,
-    ) -> Mission | None:
-        """Move the mission to a final status; stop its robot unless it completed."""
-        tracked = self.tracker.remove(mission.mission_id)
-        now = self.clock()
-        values: dict[str, Any] = {"finished_at": now, "failure_reason": reason}
-        if tracked is not None:
-            values["distance_m"] = tracked.distance_m
-        finished = await self.store.update_mission(
-            mission.mission_id, OPEN, now, to_status=status, message=message, **values
-        )
-        if finished is None:
-            return None
-        if tracked is not None and status is not MissionStatus.COMPLETED:
-            await self._stop_robot(tracked)
-        await self._publish(f"mission_{status.value}", finished)
-        self._pending = True
-        self._schedule_dispatch()
-        return finished
-
-    async def _stop_robot(self, tracked: TrackedMission) -> None:
-        for command_id in (tracked.step_command_id, tracked.task_command_id):
-            if command_id is None:
-                continue
-            try:
-                await self.commands.cancel(command_id, "The mission ended.")
-            except Conflict:
-                pass  # already delivered or finished: the stop below covers it
-        await self.commands.submit(
-            tracked.robot_id,
-            "stop",
-            {},
-            priority=STOP_PRIORITY,
-            mission_id=tracked.mission_id,
         )
 
     async def sweep(self, now: datetime | None = None) -> None:
@@ -457,27 +277,10 @@ class MissionService:
                 reason = _overdue(mission, now)
                 if reason is not None:
                     message = f"The mission passed its {reason} at {now.isoformat()}."
-                    await self._finish(
+                    await self.progress.finish(
                         mission, MissionStatus.TIMED_OUT, reason, message
                     )
         await self.dispatch()
-
-    async def _publish(self, event_type: str, mission: Mission, **extra: Any) -> None:
-        severity = (
-            Severity.WARNING
-            if mission.status in (MissionStatus.FAILED, MissionStatus.TIMED_OUT)
-            else Severity.INFO
-        )
-        data = {**mission_summary(mission), **extra}
-        await self._emit(
-            Event(
-                type=event_type,
-                robot_id=mission.robot_id,
-                severity=severity,
-                timestamp=mission.updated_at,
-                data=data,
-            )
-        )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(_logged(work))
@@ -492,22 +295,6 @@ def _overdue(mission: Mission, now: datetime) -> str | None:
         if mission.assigned_at + timedelta(seconds=mission.timeout_s) <= now:
             return "timeout"
     return None
-
-
-def mission_summary(mission: Mission) -> dict[str, Any]:
-    """Return the mission's id, status, robot and metrics as event data."""
-    return {
-        "mission_id": mission.mission_id,
-        "status": mission.status.value,
-        "robot_id": mission.robot_id,
-        "failure_reason": mission.failure_reason,
-        "metrics": {
-            "duration_s": mission.duration_s(),
-            "distance_m": round(mission.distance_m, 3),
-            "waypoints_reached": mission.waypoints_reached,
-            "waypoints": len(mission.waypoints),
-        },
-    }
 
 
 async def _logged(work: Coroutine[Any, Any, None]) -> None:

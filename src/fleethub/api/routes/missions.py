@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleethub.api.deps import ServicesDep
 from fleethub.api.errors import error_responses
 from fleethub.ids import validate_robot_id
-from fleethub.missions.service import mission_summary
+from fleethub.missions.progress import mission_summary
 from fleethub.missions.store import Mission, MissionStatus
 
 router = APIRouter(prefix="/api/missions", tags=["missions"])
