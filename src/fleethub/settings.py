@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         5, ge=1, description="Sends of one command before it is marked failed."
     )
     command_default_ttl_s: float = Field(
-        3600.0, gt=0, description="Time to live of a command posted without one, seconds."
+        3600.0, gt=0, description="Seconds a command posted without a TTL may wait."
     )
     command_max_ttl_s: float = Field(
         7 * 86400.0, gt=0, description="Maximum time to live of a command, seconds."
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Seconds a mission may run after assignment."
     )
     mission_default_tolerance_m: float = Field(
-        0.5, gt=0, description="Distance at which a waypoint counts as reached."
+        0.5, gt=0, description="Metres within which a waypoint counts as reached."
     )
     mission_max_waypoints: int = Field(1000, ge=1)
 
