@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from fleethub.cli.server import RunningServer
+from fleethub.cli.server import RunningServer, running_server
 from fleethub.client.robot import RobotClient
 from fleethub.protocol import RobotStatus
 from fleethub.sim.robots import SimConfig, make_robot, run_robot
@@ -17,6 +17,7 @@ from tests.lifecycle_support import (
     StateFeed,
     connect,
     later,
+    make_settings,
     services_of,
 )
 
@@ -284,3 +285,31 @@ async def test_cancel_mission_stops_robot(
     assert again.status_code == 409
     assert again.json()["error"] == "mission_already_finished"
     assert "mission_cancelled" in events.types(mission_id=mission["mission_id"])
+
+
+async def test_running_mission_survives_server_restart(tmp_path) -> None:
+    """A server restarted mid-mission resumes tracking it from the database."""
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/fleethub.db")
+    feed = StateFeed()
+    waypoints = [{"x": 1, "y": 0}, {"x": 2, "y": 0}]
+    async with running_server(settings, migrate_schema=True) as server:
+        robot = RecordingRobot()
+        client = await connect(server, "r1", robot, feed)
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            mission = await post_mission(http, waypoints=waypoints)
+        await robot.next_command()
+        await client.close()
+
+    async with running_server(settings) as server:
+        watch = EventWatch(services_of(server))
+        robot = RecordingRobot()
+        client = await connect(server, "r1", robot)
+        resent = await robot.next_command()
+        await report(client, feed, x=1.0)
+        await report(client, feed, x=2.0)
+        await watch.wait_for("mission_completed", mission_id=mission["mission_id"])
+        await client.close()
+        watch.close()
+
+    assert resent["type"] == "go_to"
+    assert resent["params"]["x"] == 1.0
