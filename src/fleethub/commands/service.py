@@ -235,6 +235,10 @@ class CommandService:
 
         The background lifecycle task calls this with the current time; tests
         call it with a later time instead of waiting.
+
+        NOTE: an ``acknowledged`` command has no timeout yet. A robot that
+        accepts a command and never reports its outcome leaves it
+        ``acknowledged`` until an operator acts.
         """
         now = now or self.clock()
         for command in await self.store.due_for_expiry(now):
