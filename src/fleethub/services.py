@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,22 +21,27 @@ from fleethub.backends import (
     open_storage,
 )
 from fleethub.bus.base import EventBus
+from fleethub.commands.lifecycle import LifecycleRunner
+from fleethub.commands.service import CommandService
 from fleethub.errors import FleethubError
 from fleethub.event_services import build_rule_engine, start_event_services
 from fleethub.ingest.pipeline import IngestPipeline
 from fleethub.ingest.writer import BatchWriter
 from fleethub.live.base import LiveState
 from fleethub.logs import log_context
+from fleethub.missions.service import MissionService
 from fleethub.models import Event, TelemetryRow
 from fleethub.observability.metrics import FleetMetrics
 from fleethub.observability.runtime import Observability, start_observability
 from fleethub.rules.service import RuleService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
+from fleethub.storage.commands import SqlCommandStore
+from fleethub.storage.missions import SqlMissionStore
 from fleethub.storage.sql import SqlStorage
 from fleethub.stream.hub import StreamHub
 from fleethub.transports.registry import LinkRegistry
-from fleethub.transports.routing import RoutedCommandService
+from fleethub.transports.routing import BusRouter
 from fleethub.webhooks.service import WebhookService
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,10 @@ class Services:
     event_writer: BatchWriter[Event]
     pipeline: IngestPipeline
     links: LinkRegistry
-    commands: RoutedCommandService
+    commands: CommandService
+    missions: MissionService
+    lifecycle: LifecycleRunner
+    router: BusRouter
     rules: RuleService
     stream: StreamHub
     webhooks: WebhookService
@@ -71,7 +80,9 @@ class Services:
         """Flush the writers, then close the backends in reverse build order."""
         if self.observability is not None:
             await self.observability.close()
-        await self.commands.close()
+        await self.lifecycle.stop()
+        await self.missions.stop()
+        await self.router.close()
         await self.rules.close()
         await self.webhooks.close()
         await self.stream.close()
@@ -117,9 +128,9 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         build_rule_engine(settings),
     )
     links = LinkRegistry()
-    commands = RoutedCommandService(
-        links, pipeline.emit, bus=bus, live=live, node_id=node_id
-    )
+    router = BusRouter(links, bus=bus, live=live, node_id=node_id)
+    lifecycle = _build_lifecycle(settings, storage, live, bus, pipeline, router)
+    commands = lifecycle["commands"]
     rules, stream, webhooks = await start_event_services(
         settings, storage, bus, pipeline, commands
     )
@@ -133,17 +144,19 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer=event_writer,
         pipeline=pipeline,
         links=links,
-        commands=commands,
         rules=rules,
         stream=stream,
         webhooks=webhooks,
         metrics=metrics,
+        **lifecycle,
     )
-    services.commands.start()
+    services.router.start()
     with log_context(component="telemetry_writer"):
         telemetry_writer.start()
     with log_context(component="event_writer"):
         event_writer.start()
+    await services.missions.start()
+    services.lifecycle.start()
     services.observability = start_observability(services)
     logger.info("services_started", extra={"node_id": services.node_id})
     return services
@@ -158,6 +171,47 @@ async def _check_schema(engine: AsyncEngine, settings: Settings, migrate_schema:
             "run 'fleethub migrate' first.",
             database_url=_redact(settings.database_url),
         )
+
+
+def _build_lifecycle(
+    settings: Settings,
+    storage: SqlStorage,
+    live: LiveState,
+    bus: EventBus,
+    pipeline: IngestPipeline,
+    router: BusRouter,
+) -> dict[str, Any]:
+    """Build the command and mission services and the task that drives their timers."""
+    commands = CommandService(
+        SqlCommandStore(storage),
+        router,
+        pipeline.emit,
+        settings,
+        clock=pipeline.clock,
+    )
+    missions = MissionService(
+        SqlMissionStore(storage),
+        commands,
+        live,
+        pipeline.emit,
+        settings,
+        clock=pipeline.clock,
+    )
+    commands.observers.append(missions.observe_command)
+    pipeline.state_observers.append(missions.observe_state)
+    lifecycle = LifecycleRunner(
+        bus,
+        sweeps=[commands.sweep, missions.sweep],
+        connect_hooks=[commands.deliver_pending, missions.robot_connected],
+        interval_s=settings.lifecycle_sweep_interval_s,
+        clock=pipeline.clock,
+    )
+    return {
+        "commands": commands,
+        "missions": missions,
+        "lifecycle": lifecycle,
+        "router": router,
+    }
 
 
 def _redact(url: str) -> str:

@@ -116,6 +116,43 @@ class Settings(BaseSettings):
         description="Gaps between samples longer than this do not count as operating time.",
     )
 
+    # Commands and missions
+    command_ack_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a sent command may stay unacknowledged before it is "
+        "queued again for resending.",
+    )
+    command_max_attempts: int = Field(
+        5, ge=1, description="Sends of one command before it is marked failed."
+    )
+    command_default_ttl_s: float = Field(
+        3600.0, gt=0, description="Seconds a command posted without a TTL may wait."
+    )
+    command_max_ttl_s: float = Field(
+        7 * 86400.0, gt=0, description="Maximum time to live of a command, seconds."
+    )
+    lifecycle_sweep_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="Seconds between checks for expired commands and timed-out "
+        "missions.",
+    )
+    mission_battery_reserve_percent: float = Field(
+        30.0,
+        ge=0,
+        le=100,
+        description="A robot takes a new mission only with more battery than this.",
+    )
+    mission_default_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds a mission may run after assignment."
+    )
+    mission_default_tolerance_m: float = Field(
+        0.5, gt=0, description="Metres within which a waypoint counts as reached."
+    )
+    mission_max_waypoints: int = Field(1000, ge=1)
+
     # API
     max_page_size: int = Field(1000, ge=1, le=100_000)
 

@@ -95,18 +95,28 @@ async def test_command_routed_across_processes(
         assert command["command_id"] == response.json()["command_id"]
 
 
-async def test_command_to_offline_robot_conflicts(
+async def test_command_for_offline_robot_waits(
     cluster: tuple[ServeProcess, ServeProcess],
 ) -> None:
-    """A command for a robot connected to no process is rejected with 409."""
+    """A command queued through one process reaches the robot when it reconnects."""
     first, second = cluster
     async with RobotClient(first.ws_url, "gone") as robot:
         await robot.send_state(make_state(0))
         await robot.flush(10)
     async with httpx.AsyncClient(base_url=second.http_url) as client:
         response = await client.post("/api/robots/gone/commands", json={"type": "dock"})
-    assert response.status_code == 409
-    assert response.json()["error"] == "robot_not_connected"
+    assert response.status_code == 202
+    assert response.json()["status"] == "queued"
+
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def handle(command: dict[str, Any]) -> tuple[str, str | None]:
+        await received.put(command)
+        return "succeeded", None
+
+    async with RobotClient(first.ws_url, "gone", on_command=handle):
+        command = await asyncio.wait_for(received.get(), 10)
+    assert command["command_id"] == response.json()["command_id"]
 
 
 async def test_reconnect_to_other_process(

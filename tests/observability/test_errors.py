@@ -75,8 +75,8 @@ CASES = [
         "post",
         "/api/robots/nobody/commands",
         {"type": ""},
-        422,
-        "invalid_request",
+        400,
+        "invalid_command_type",
         "/api/robots/{robot_id}/commands",
     ),
 ]
@@ -105,17 +105,21 @@ async def test_error_body_is_documented(
     assert schema == {"$ref": "#/components/schemas/ErrorBody"}
 
 
-async def test_conflict_for_unconnected_robot(
+async def test_conflict_for_reused_idempotency_key(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
-    """A command to a known robot without a link is a documented 409."""
+    """An idempotency key reused for a different command is a documented 409."""
     await server.app.state.services.storage.ensure_robot("parked", _now())
-    response = await http.post("/api/robots/parked/commands", json={"type": "stop"})
+    first = {"type": "stop", "idempotency_key": "k-1"}
+    second = {"type": "charge", "idempotency_key": "k-1"}
+    queued = await http.post("/api/robots/parked/commands", json=first)
+    response = await http.post("/api/robots/parked/commands", json=second)
     openapi = (await http.get("/openapi.json")).json()
 
+    assert queued.status_code == 202
     assert response.status_code == 409
     assert set(response.json()) == ERROR_KEYS
-    assert response.json()["error"] == "robot_not_connected"
+    assert response.json()["error"] == "idempotency_key_reused"
     assert "409" in _documented(openapi, "/api/robots/{robot_id}/commands", "post")
 
 

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from fleethub.bus.redis import RedisBus
-from fleethub.errors import RobotNotConnected
 from fleethub.live.redis import RedisLiveState
 from fleethub.transports.registry import LinkRegistry
-from fleethub.transports.routing import RoutedCommandService
+from fleethub.transports.routing import BusRouter
 from servers import REDIS_URL
 
 
@@ -30,14 +29,10 @@ class RecordingLink:
         pass
 
 
-async def no_emit(_event: object) -> None:
-    pass
-
-
 @pytest.fixture
 async def router_pair(
     redis_prefix: str,
-) -> AsyncIterator[tuple[RoutedCommandService, RoutedCommandService]]:
+) -> AsyncIterator[tuple[BusRouter, BusRouter]]:
     """Two routers, as in two processes, sharing one Redis prefix."""
     parts: list[Any] = []
     routers = []
@@ -45,9 +40,8 @@ async def router_pair(
         bus = RedisBus(REDIS_URL, redis_prefix, node_id)
         await bus.start()
         live = RedisLiveState(REDIS_URL, redis_prefix)
-        router = RoutedCommandService(
+        router = BusRouter(
             LinkRegistry(),
-            no_emit,
             bus=bus,
             live=live,
             node_id=node_id,
@@ -62,35 +56,39 @@ async def router_pair(
 
 
 async def test_command_reaches_other_node(
-    router_pair: tuple[RoutedCommandService, RoutedCommandService],
+    router_pair: tuple[BusRouter, BusRouter],
 ) -> None:
-    """A command sent on one node is delivered to the link on the other."""
+    """A payload routed on one node is handed to the link on the other."""
     holder, sender = router_pair
     link = RecordingLink("r1")
     holder.links.register(link)
     await holder.live.set_online("r1", holder.node_id, datetime.now(UTC))
-    command = await sender.send("r1", "dock", {"at": "A"})
-    assert [sent["command_id"] for sent in link.commands] == [command["command_id"]]
-    assert command["status"] == "sent"
+    delivered = await sender.deliver("r1", {"command_id": "c1", "type": "dock"})
+    assert delivered is True
+    assert [sent["command_id"] for sent in link.commands] == ["c1"]
 
 
-async def test_silent_owner_times_out(
-    router_pair: tuple[RoutedCommandService, RoutedCommandService],
+async def test_silent_owner_not_delivered(
+    router_pair: tuple[BusRouter, BusRouter],
 ) -> None:
-    """A command for a robot owned by a node that never replies fails with 409."""
+    """A payload for a robot owned by a node that never replies is not delivered."""
     _, sender = router_pair
     await sender.live.set_online("r1", "node-gone", datetime.now(UTC))
-    with pytest.raises(RobotNotConnected) as caught:
-        await sender.send("r1", "dock", {})
-    assert "node-gone" in caught.value.message
+    assert await sender.deliver("r1", {"command_id": "c1"}) is False
 
 
-async def test_owner_lost_link_conflicts(
-    router_pair: tuple[RoutedCommandService, RoutedCommandService],
+async def test_owner_without_link_not_delivered(
+    router_pair: tuple[BusRouter, BusRouter],
 ) -> None:
-    """An owner without the link replies 'not connected'; the sender raises it."""
+    """An owner that lost the link replies so, and the sender reports it."""
     holder, sender = router_pair
     await holder.live.set_online("r1", holder.node_id, datetime.now(UTC))
-    with pytest.raises(RobotNotConnected) as caught:
-        await sender.send("r1", "dock", {})
-    assert caught.value.details["robot_id"] == "r1"
+    assert await sender.deliver("r1", {"command_id": "c1"}) is False
+
+
+async def test_offline_robot_not_delivered(
+    router_pair: tuple[BusRouter, BusRouter],
+) -> None:
+    """A robot no process holds is not delivered to, so its command stays queued."""
+    _, sender = router_pair
+    assert await sender.deliver("r-unknown", {"command_id": "c1"}) is False

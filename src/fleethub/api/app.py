@@ -11,8 +11,10 @@ from fleethub import __version__
 from fleethub.api.errors import document_error_responses, install_error_handlers
 from fleethub.api.routes import (
     alerts,
+    commands,
     events,
     health,
+    missions,
     observability,
     robots,
     rules,
@@ -70,6 +72,8 @@ def create_app(
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
     app.include_router(stream.router)
+    app.include_router(commands.router)
+    app.include_router(missions.router)
 
     @app.websocket("/ws/robots/{robot_id}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:

@@ -16,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fleethub.cli.server import RunningServer, running_server
+from fleethub.missions.store import OPEN_MISSION_STATUSES, MissionStatus
 from fleethub.client.robot import RobotClient
 from fleethub.replay.carmen import intel_lab_log
 from fleethub.replay.runner import ReplayResult, replay
@@ -26,6 +27,15 @@ REPLAYED_ROBOT = "intel-lab"
 # Simulated batteries drain this many times faster than real ones, so that a
 # demo of a few minutes still shows robots going to charge.
 DEMO_BATTERY_TIME_SCALE = 20.0
+# Missions created per simulated robot, and how long the demo waits after the
+# replay for them to finish.
+DEMO_MISSIONS_PER_ROBOT = 2
+DEMO_MISSION_TIMEOUT_S = 60.0
+MISSION_WAIT_S = 90.0
+# A simulated robot drains about 1.25 % per metre at the demo's battery time
+# scale. This reserve lets a robot finish a demo mission before it has to leave
+# for its dock. FLEETHUB_MISSION_BATTERY_RESERVE_PERCENT overrides it.
+DEMO_MISSION_RESERVE_PERCENT = 45.0
 
 
 async def run_demo(
@@ -45,6 +55,10 @@ async def run_demo(
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleethub-demo-"))
             settings = settings.model_copy(
                 update={"database_url": f"sqlite+aiosqlite:///{folder}/fleethub.db"}
+            )
+        if "FLEETHUB_MISSION_BATTERY_RESERVE_PERCENT" not in os.environ:
+            settings = settings.model_copy(
+                update={"mission_battery_reserve_percent": DEMO_MISSION_RESERVE_PERCENT}
             )
         async with running_server(settings, migrate_schema=True) as server:
             _print_banner(console, server, settings)
@@ -73,11 +87,13 @@ async def _run_fleet(
     exit_after_replay: bool,
 ) -> dict[str, Any]:
     stop = asyncio.Event()
-    config = SimConfig(time_scale=DEMO_BATTERY_TIME_SCALE)
+    # The robots wait at their docks for missions instead of wandering.
+    config = SimConfig(time_scale=DEMO_BATTERY_TIME_SCALE, wander=False)
     sims = [
         asyncio.create_task(run_robot(make_robot(i, config), server.ws_url, stop))
         for i in range(robots)
     ]
+    missions_created = await _create_missions(server, config, robots)
     with progress:
         task = progress.add_task(f"replaying {REPLAYED_ROBOT}", total=None)
         result = await replay(
@@ -90,9 +106,51 @@ async def _run_fleet(
     if not exit_after_replay:
         console.print("Replay done; simulated robots keep running. Ctrl-C stops.")
         await asyncio.Event().wait()
+    await _wait_for_missions(server, MISSION_WAIT_S)
     stop.set()
     clients = await asyncio.gather(*sims)
-    return await _summary(server, result, clients)
+    summary = await _summary(server, result, clients)
+    counts = await server.app.state.services.missions.store.mission_counts()
+    summary["missions"] = {
+        "created": missions_created,
+        **{status.value: counts.get(status.value, 0) for status in MissionStatus},
+    }
+    return summary
+
+
+def demo_missions(config: SimConfig, robots: int) -> list[dict[str, Any]]:
+    """Return mission requests of two waypoints each, a few metres from the docks."""
+    corner = -config.site_size_m / 2
+    missions = []
+    for index in range(robots * DEMO_MISSIONS_PER_ROBOT):
+        x = corner + 1.5 * index
+        y = corner + 2.0 + (index % 2)
+        waypoints = [{"x": x, "y": y}, {"x": x + 1.5, "y": y + 1.0}]
+        missions.append({"waypoints": waypoints, "timeout_s": DEMO_MISSION_TIMEOUT_S})
+    return missions
+
+
+async def _create_missions(
+    server: RunningServer, config: SimConfig, robots: int
+) -> int:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        for request in demo_missions(config, robots):
+            response = await http.post("/api/missions", json=request)
+            response.raise_for_status()
+    return robots * DEMO_MISSIONS_PER_ROBOT
+
+
+async def _wait_for_missions(server: RunningServer, timeout_s: float) -> None:
+    """Poll until no mission is open, or ``timeout_s`` passes (they then time out)."""
+    open_statuses = [("status", status.value) for status in OPEN_MISSION_STATUSES]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        while loop.time() < deadline:
+            response = await http.get("/api/missions", params=open_statuses)
+            if not response.json()["items"]:
+                return
+            await asyncio.sleep(0.25)
 
 
 async def _summary(
@@ -142,4 +200,6 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         table.add_row(f"events.{event_type}", str(count))
     for key, value in summary["replayed_robot"].items():
         table.add_row(f"{REPLAYED_ROBOT}.{key}", str(value))
+    for key, value in summary.get("missions", {}).items():
+        table.add_row(f"missions.{key}", str(value))
     console.print(table)

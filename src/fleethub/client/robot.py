@@ -10,8 +10,11 @@ before it are known to be stored, the rest are sent again in order.
 ``send_state`` waits while ``max_in_flight`` states are unacknowledged, which
 passes the server's back-pressure on to the robot's own loop.
 
-Commands arrive through ``on_command``; a command id seen before (a resend
-after a lost acknowledgement) is answered again but not run twice.
+Commands arrive through ``on_command``. The client replies to each one with an
+``acknowledged`` response, runs the handler and sends its final status. The
+server delivers at least once, so a command id seen before (a resend after a
+lost acknowledgement) is answered again with the stored outcome but not run
+twice, and a resend that arrives while the first copy still runs is dropped.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class RobotClient:
         self._seq = 0
         self._in_flight: OrderedDict[int, tuple[datetime, bytes]] = OrderedDict()
         self._seen_commands: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._running_commands: set[str] = set()
         self._socket: Any = None
         self._connected = asyncio.Event()
         self._room = asyncio.Event()
@@ -220,13 +224,21 @@ class RobotClient:
 
     async def _run_command(self, data: dict[str, Any]) -> None:
         command_id = str(data.get("command_id", ""))
+        if command_id in self._running_commands:
+            # A resend while the first copy still runs: that copy sends the response.
+            self.stats.duplicate_commands += 1
+            return
         outcome = self._seen_commands.get(command_id)
         if outcome is not None:
             self.stats.duplicate_commands += 1
         else:
             self.stats.commands += 1
-            await self._respond(command_id, "acknowledged", None)
-            outcome = await self._execute(data)
+            self._running_commands.add(command_id)
+            try:
+                await self._respond(command_id, "acknowledged", None)
+                outcome = await self._execute(data)
+            finally:
+                self._running_commands.discard(command_id)
             self._seen_commands[command_id] = outcome
             while len(self._seen_commands) > MAX_REMEMBERED_COMMANDS:
                 self._seen_commands.popitem(last=False)

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 
+StateObserver = Callable[[str, RobotState], None]
+
 
 class RobotConnection(AckTarget, Protocol):
     """What the pipeline needs from the link a state arrived on."""
@@ -103,6 +105,8 @@ class IngestPipeline:
         self.event_listeners: list[Callable[[Event], None]] = []
         self._max_skew = timedelta(seconds=settings.max_future_skew_s)
         self._last_timestamp: dict[str, datetime] = {}
+        # Called with (robot_id, state) after each accepted state; must not block.
+        self.state_observers: list[StateObserver] = []
 
     async def open_robot(self, robot_id: str, timeout: float = 10.0) -> datetime | None:
         """Prepare for a robot's states; return the timestamp of its newest stored one.
@@ -149,6 +153,8 @@ class IngestPipeline:
         for event in self.rules.evaluate(robot_id, state):
             await self.emit(event)
         await self.bus.publish(STATES, encode(StateMessage(robot_id=robot_id, data=state)))
+        for observer in self.state_observers:
+            observer(robot_id, state)
 
     def _check(self, robot_id: str, state: RobotState) -> None:
         if state.robot_id is not None and state.robot_id != robot_id:

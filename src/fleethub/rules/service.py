@@ -33,15 +33,24 @@ from fleethub.storage.events_sql import Alert, AlertStore, RuleStore
 
 logger = logging.getLogger(__name__)
 
+RULE_COMMAND_PRIORITY = 50
+RULE_COMMAND_TTL_S = 60.0
+
 Emit = Callable[[Event], Awaitable[None]]
 
 
 class CommandSender(Protocol):
     """Interface the rules use to send a robot a command."""
 
-    async def send(
-        self, robot_id: str, command_type: str, params: dict[str, Any]
-    ) -> dict[str, Any]: ...
+    async def submit(
+        self,
+        robot_id: str,
+        command_type: str,
+        params: dict[str, Any],
+        *,
+        priority: int = 0,
+        ttl_s: float | None = None,
+    ) -> Any: ...
 
 
 class EventSink(Protocol):
@@ -197,7 +206,15 @@ class RuleService:
         self, rule: Rule, robot_id: str, command_type: str, params: dict[str, Any]
     ) -> None:
         try:
-            await self.commands.send(robot_id, command_type, dict(params))
+            # A rule's command is urgent (a stop, a return to charge) and stale
+            # after a minute, so it jumps the queue and expires.
+            await self.commands.submit(
+                robot_id,
+                command_type,
+                dict(params),
+                priority=RULE_COMMAND_PRIORITY,
+                ttl_s=RULE_COMMAND_TTL_S,
+            )
         except FleethubError as exc:
             logger.warning(
                 "rule_command_failed",

@@ -1,12 +1,15 @@
 """Simulated differential-drive robots with a battery and a charging dock.
 
 Each robot drives between random waypoints inside a square site at a
-plausible speed, drains its battery while moving, returns to its dock below
-a reserve and charges there. ``time_scale`` speeds the battery up (not the
-motion) so that a short demo still shows charging cycles.
+plausible speed (or, with ``wander`` off, waits idle for work), drains its
+battery while moving, returns to its dock below a reserve and charges there.
+``time_scale`` speeds the battery up (not the motion) so that a short demo
+still shows charging cycles.
 
 Commands a simulated robot understands: ``stop`` (hold still until a new
 goal), ``go_to`` with ``x`` and ``y``, and ``charge`` (drive to the dock).
+fleethub drives a mission as one ``go_to`` per waypoint, so a simulated robot
+executes missions with these commands alone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class SimConfig:
     full_percent: float = 95.0
     time_scale: float = 1.0
     arrive_tolerance_m: float = 0.2
+    # Off: an idle robot stays still until a command (or a mission) moves it.
+    wander: bool = True
 
 
 @dataclass
@@ -56,6 +61,7 @@ class SimulatedRobot:
     linear: float = 0.0
     angular: float = 0.0
     held: bool = False
+    resume_goal: tuple[float, float] | None = None
     charging_cycles: int = field(default=0)
 
     def step(self, dt: float) -> None:
@@ -64,9 +70,11 @@ class SimulatedRobot:
             self._charge(dt)
             return
         if self.battery < self.config.reserve_percent and self.goal != self.dock:
+            # Charge first, then drive on to the goal that was interrupted.
+            self.resume_goal = self.goal
             self.goal = self.dock
             self.held = False
-        if self.goal is None and not self.held:
+        if self.goal is None and not self.held and self.config.wander:
             self.goal = self._random_point()
         if self.goal is None:
             self._hold(dt)
@@ -115,6 +123,7 @@ class SimulatedRobot:
         self.battery = min(100.0, self.battery + self.config.charge_percent_per_s * dt * self.config.time_scale)
         if self.battery >= self.config.full_percent:
             self.status = RobotStatus.IDLE
+            self.goal, self.resume_goal = self.resume_goal, None
 
     def _drain(self, amount: float) -> None:
         self.battery = max(0.0, self.battery - amount * self.config.time_scale)
@@ -135,16 +144,20 @@ class SimulatedRobot:
         kind = command.get("type")
         params = command.get("params") or {}
         if kind == "stop":
-            self.goal, self.held = None, True
+            self.goal, self.resume_goal, self.held = None, None, True
             return "succeeded", None
         if kind == "charge":
             self.goal, self.held = self.dock, False
             return "succeeded", None
         if kind == "go_to":
             try:
-                self.goal = (float(params["x"]), float(params["y"]))
+                goal = (float(params["x"]), float(params["y"]))
             except (KeyError, TypeError, ValueError):
                 return "rejected", "go_to needs numeric 'x' and 'y'."
+            if self.status is RobotStatus.CHARGING:
+                self.resume_goal = goal  # driven to once charged
+            else:
+                self.goal = goal
             self.held = False
             return "succeeded", None
         return "rejected", f"Unknown command type {kind!r}."

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -63,16 +64,71 @@ events = Table(
     Index("ix_events_type_ts", "type", "ts"),
 )
 
+# SQLite only autoincrements an INTEGER primary key.
+SERIAL = BigInteger().with_variant(Integer, "sqlite")
+
+# Commands, missions and their status history (revision 0002). ``seq`` is the
+# creation order: queued commands are delivered by priority, then by ``seq``.
 commands = Table(
     "commands",
     metadata,
-    Column("command_id", String(36), primary_key=True),
+    Column("seq", SERIAL, primary_key=True, autoincrement=True),
+    Column("command_id", String(36), nullable=False, unique=True),
     Column("robot_id", String(64), nullable=False),
     Column("type", String(64), nullable=False),
     Column("params", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
     Column("status", String(16), nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    Column("mission_id", String(36), nullable=True),
+    Column("attempts", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("message", Text, nullable=True),
-    Index("ix_commands_robot_created", "robot_id", "created_at"),
+    UniqueConstraint(
+        "robot_id", "idempotency_key", name="uq_commands_robot_idempotency_key"
+    ),
+    Index("ix_commands_robot_status", "robot_id", "status", "priority", "seq"),
+    Index("ix_commands_status", "status"),
+)
+
+missions = Table(
+    "missions",
+    metadata,
+    Column("seq", SERIAL, primary_key=True, autoincrement=True),
+    Column("mission_id", String(36), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("requested_robot_id", String(64), nullable=True),
+    Column("robot_id", String(64), nullable=True),
+    Column("waypoints", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("assigned_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("current_waypoint", Integer, nullable=False),
+    Column("distance_m", Float, nullable=False),
+    Column("failure_reason", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Index("ix_missions_status", "status", "priority", "seq"),
+    Index("ix_missions_robot", "robot_id", "status"),
+)
+
+# Every status change of a command or mission, oldest first by ``id``.
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("id", SERIAL, primary_key=True, autoincrement=True),
+    Column("subject", String(16), nullable=False),
+    Column("subject_id", String(36), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=True),
+    Index("ix_transitions_subject", "subject", "subject_id", "id"),
 )

@@ -1,4 +1,4 @@
-"""Robots: list, latest state, telemetry history, analytics and commands."""
+"""Robots: list, latest state, telemetry history and analytics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 
 from fleethub.api.deps import RobotId, ServicesDep
 from fleethub.api.errors import error_responses
@@ -17,13 +16,6 @@ from fleethub.live.base import RobotSnapshot
 from fleethub.services import Services
 
 router = APIRouter(prefix="/api/robots", tags=["robots"])
-
-
-class CommandRequest(BaseModel):
-    """A command for one robot."""
-
-    type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 def _snapshot(snapshot: RobotSnapshot) -> dict[str, Any]:
@@ -95,12 +87,3 @@ async def robot_analytics(
         robot_id, start, end, services.settings.analytics_max_gap_s
     )
     return msgspec.to_builtins(result)
-
-
-@router.post("/{robot_id}/commands", status_code=202, responses=error_responses(400, 404, 409))
-async def send_command(
-    robot_id: RobotId, body: CommandRequest, services: ServicesDep
-) -> dict[str, Any]:
-    """Send a command to a connected robot."""
-    await _known_robot(services, robot_id)
-    return await services.commands.send(robot_id, body.type, body.params)
