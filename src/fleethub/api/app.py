@@ -47,7 +47,10 @@ def create_app(
     app.include_router(robots.router)
     app.include_router(events.router)
 
-    @app.websocket("/ws/robots/{robot_id}")
+    # The ``path`` converter lets an empty id or one with an encoded "/" reach
+    # serve_robot, which rejects it with an error frame and close code 1008
+    # instead of a bare HTTP 403 from the router.
+    @app.websocket("/ws/robots/{robot_id:path}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
         await serve_robot(websocket, robot_id)
 
