@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 # A handler gets the command frame's data and returns the final status
 # ("succeeded", "failed" or "rejected") and an optional message.
-CommandHandler = Callable[[dict[str, Any]], Awaitable[tuple[str, str | None]]]
+Outcome = tuple[str, str | None]
+CommandHandler = Callable[[dict[str, Any]], Awaitable[Outcome]]
 
 MAX_REMEMBERED_COMMANDS = 1024
 
@@ -87,7 +88,10 @@ class RobotClient:
         self.errors: list[ErrorFrame] = []
         self._seq = 0
         self._in_flight: OrderedDict[int, tuple[datetime, bytes]] = OrderedDict()
-        self._seen_commands: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        # Outcome per command id, a future while the command still runs, so a
+        # copy that arrives meanwhile waits for it instead of running it again.
+        self._seen_commands: OrderedDict[str, asyncio.Future[Outcome]] = OrderedDict()
+        self._command_tasks: set[asyncio.Task[None]] = set()
         self._socket: Any = None
         self._connected = asyncio.Event()
         self._room = asyncio.Event()
@@ -187,15 +191,25 @@ class RobotClient:
             elif isinstance(frame, ErrorFrame):
                 self._on_error(frame)
             elif isinstance(frame, CommandFrame):
-                asyncio.create_task(self._run_command(frame.data))
+                # The set keeps a reference so the task is not garbage collected.
+                task = asyncio.create_task(self._run_command(frame.data))
+                self._command_tasks.add(task)
+                task.add_done_callback(self._command_tasks.discard)
 
     async def _resume(self, socket: Any, last_stored: datetime | None) -> None:
         """Drop what the server already stored, resend the rest, then go live."""
         if last_stored is not None:
             self._settle(lambda seq: self._in_flight[seq][0] <= last_stored, acked=True)
-        for _, frame in list(self._in_flight.values()):
-            self.stats.resent += 1
-            await socket.send(frame.decode())
+        # A state sent while a resend waits on the socket is buffered only (the
+        # socket is not live yet), so loop until no buffered state is left unsent.
+        resent_up_to = 0
+        while pending := [seq for seq in self._in_flight if seq > resent_up_to]:
+            for seq in pending:
+                entry = self._in_flight.get(seq)
+                if entry is not None:
+                    self.stats.resent += 1
+                    await socket.send(entry[1].decode())
+                resent_up_to = seq
         self._socket = socket
         self._connected.set()
 
@@ -220,19 +234,22 @@ class RobotClient:
 
     async def _run_command(self, data: dict[str, Any]) -> None:
         command_id = str(data.get("command_id", ""))
-        outcome = self._seen_commands.get(command_id)
-        if outcome is not None:
+        seen = self._seen_commands.get(command_id)
+        if seen is not None:
             self.stats.duplicate_commands += 1
-        else:
-            self.stats.commands += 1
-            await self._respond(command_id, "acknowledged", None)
-            outcome = await self._execute(data)
-            self._seen_commands[command_id] = outcome
-            while len(self._seen_commands) > MAX_REMEMBERED_COMMANDS:
-                self._seen_commands.popitem(last=False)
-        await self._respond(command_id, *outcome)
+            await self._respond(command_id, *await asyncio.shield(seen))
+            return
 
-    async def _execute(self, data: dict[str, Any]) -> tuple[str, str | None]:
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._seen_commands[command_id] = outcome
+        while len(self._seen_commands) > MAX_REMEMBERED_COMMANDS:
+            self._seen_commands.popitem(last=False)
+        self.stats.commands += 1
+        await self._respond(command_id, "acknowledged", None)
+        outcome.set_result(await self._execute(data))
+        await self._respond(command_id, *outcome.result())
+
+    async def _execute(self, data: dict[str, Any]) -> Outcome:
         if self.on_command is None:
             return "rejected", "This robot has no command handler."
         try:
