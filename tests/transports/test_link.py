@@ -1,0 +1,47 @@
+"""Robot link lifecycle over a real socket: welcome, presence and shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+
+from fleethub.cli.server import running_server
+from fleethub.settings import Settings
+from support import base_time, make_state, open_robot_socket, wait_for
+
+
+async def test_welcome_on_first_connect(open_robot: Any) -> None:
+    """A robot with nothing stored gets a welcome with a null last timestamp."""
+    async with open_robot("r1", expect_welcome=False) as robot:
+        welcome = await robot.receive()
+
+    assert welcome == {"type": "welcome", "robot_id": "r1", "last_timestamp": None}
+
+
+async def test_connect_and_disconnect_events(
+    server: Any, open_robot: Any, http: httpx.AsyncClient
+) -> None:
+    """Opening and closing a link records robot_connected and robot_disconnected."""
+    async with open_robot("r1") as robot:
+        await robot.send_state(1, make_state(base_time()))
+        await robot.wait_ack(1)
+    await wait_for(lambda: server.app.state.services.links.get("r1") is None)
+    await server.app.state.services.event_writer.wait_idle(10)
+    events = (await http.get("/api/events", params={"robot_id": "r1"})).json()
+
+    types = [item["type"] for item in events["items"]]
+    assert types == ["robot_disconnected", "robot_connected"]
+    assert events["items"][1]["data"] == {"replaced": False}
+
+
+async def test_server_shutdown_closes_links_1012(settings: Settings) -> None:
+    """Stopping the server closes robot links with 1012 (service restart)."""
+    async with contextlib.AsyncExitStack() as stack:
+        async with running_server(settings, migrate_schema=True) as server:
+            robot = await stack.enter_async_context(
+                open_robot_socket(server.ws_url, "r1")
+            )
+
+        assert await robot.wait_closed() == 1012
