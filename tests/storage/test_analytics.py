@@ -32,6 +32,9 @@ MAX_GAP_S = 60.0
 OBSTACLE_M = 0.5
 OBSTACLE_CLEAR_M = 0.6
 MIN_TIME_STEP_S = 0.001
+# SQLite computes time steps from julianday(), a double of about 2.46e6 days,
+# so each step can be off by tens of microseconds. 1 ms over a handful of steps:
+HOURS_TOLERANCE = 0.001 / 3600.0
 
 
 @pytest.fixture
@@ -176,7 +179,9 @@ async def test_synthetic_analytics_hand_computed(
     assert analytics["samples"] == 6
     assert analytics["distance_m"] == pytest.approx(10.0)
     assert analytics["avg_linear_velocity_mps"] == pytest.approx(2.0 / 6.0)
-    assert analytics["operating_hours"] == pytest.approx(40.0 / 3600.0)
+    assert analytics["operating_hours"] == pytest.approx(
+        40.0 / 3600.0, abs=HOURS_TOLERANCE
+    )
     assert analytics["charging_cycles"] == 2
     assert analytics["avg_battery"] == pytest.approx(55.0)
     assert analytics["first_sample_at"] == iso(T0)
@@ -199,7 +204,9 @@ async def test_synthetic_analytics_time_range(
     assert analytics["samples"] == 3
     assert analytics["distance_m"] == pytest.approx(5.0)
     assert analytics["avg_linear_velocity_mps"] == pytest.approx(1.0 / 3.0)
-    assert analytics["operating_hours"] == pytest.approx(20.0 / 3600.0)
+    assert analytics["operating_hours"] == pytest.approx(
+        20.0 / 3600.0, abs=HOURS_TOLERANCE
+    )
     assert analytics["charging_cycles"] == 1
     assert analytics["avg_battery"] == pytest.approx(65.0)
     assert analytics["start"] == params["start"]
