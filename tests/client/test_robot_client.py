@@ -25,8 +25,7 @@ from fleethub.settings import Settings
 from support import base_time, fetch_telemetry, iso, wait_for
 
 T0 = base_time()
-# Large enough that resending the in-flight states fills the socket's write
-# buffer, so the client yields to the robot's own loop in the middle of a resend.
+# Beams per scan, as in the Intel log, so frames have a realistic size.
 SCAN_BEAMS = 180
 
 
@@ -62,7 +61,7 @@ async def test_client_resends_after_server_restart(settings: Settings) -> None:
     sent: list[datetime] = []
 
     async def produce() -> None:
-        # A robot loop producing a state every millisecond until told to stop.
+        # A robot loop that sends a state every millisecond until stop_sending is set.
         assert client is not None
         while not stop_sending.is_set():
             state = numbered_state(len(sent))
@@ -107,7 +106,7 @@ async def test_client_welcome_drops_stored_states(settings: Settings) -> None:
 
     async with server_on_port(settings, port) as second:
         client = RobotClient(second.ws_url, "r1", min_backoff_s=0.01)
-        # States the robot still holds as unacknowledged, e.g. its ack was lost.
+        # States the client still has as unacknowledged, as when an ack was lost.
         client._in_flight.update(
             {seq: (numbered_state(seq - 1).timestamp, b"") for seq in range(1, 6)}
         )
@@ -160,7 +159,7 @@ def test_backoff_grows_and_is_capped(attempt: int) -> None:
 
 
 async def test_duplicate_command_runs_once(server: RunningServer, http: Any) -> None:
-    """A command delivered twice runs once and is answered twice."""
+    """A command delivered twice runs once and both copies get a response."""
     calls: list[dict[str, Any]] = []
     release = asyncio.Event()
 
@@ -195,7 +194,7 @@ async def test_duplicate_command_runs_once(server: RunningServer, http: Any) -> 
 
 
 async def test_repeated_command_after_completion(server: RunningServer) -> None:
-    """A command id seen before is answered from memory without running again."""
+    """A repeated command id gets the stored outcome without running again."""
     calls: list[str] = []
 
     async def on_command(data: dict[str, Any]) -> tuple[str, str | None]:

@@ -33,7 +33,7 @@ OBSTACLE_M = 0.5
 OBSTACLE_CLEAR_M = 0.6
 MIN_TIME_STEP_S = 0.001
 # SQLite computes time steps from julianday(), a double of about 2.46e6 days,
-# so each step can be off by tens of microseconds. 1 ms over a handful of steps:
+# so each step can be off by tens of microseconds. Allow 1 ms over a few steps.
 HOURS_TOLERANCE = 0.001 / 3600.0
 
 

@@ -1,8 +1,8 @@
 """Bad input on the robot WebSocket, against a real server over real sockets.
 
-Every case follows the same script: one valid state is stored first, the bad
-frame gets an ``error`` frame with a stable code, the connection stays open,
-and a following valid state is acknowledged and stored next to the first one.
+Every case follows the same script. One valid state is stored first, and the
+bad frame gets an ``error`` frame with a stable code. The connection stays
+open, and a following valid state is acknowledged and stored after the first.
 """
 
 from __future__ import annotations

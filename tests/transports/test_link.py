@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import httpx
 
 from fleethub.cli.server import running_server
 from fleethub.settings import Settings
-from support import base_time, make_state, open_robot_socket, wait_for
+from support import (
+    base_time,
+    count_telemetry,
+    make_state,
+    open_robot_socket,
+    state_frame,
+    wait_for,
+)
 
 
 async def test_welcome_on_first_connect(open_robot: Any) -> None:
@@ -18,6 +26,18 @@ async def test_welcome_on_first_connect(open_robot: Any) -> None:
         welcome = await robot.receive()
 
     assert welcome == {"type": "welcome", "robot_id": "r1", "last_timestamp": None}
+
+
+async def test_binary_json_state_accepted(
+    open_robot: Any, http: httpx.AsyncClient
+) -> None:
+    """A state in a binary frame holding UTF-8 JSON is stored like a text one."""
+    async with open_robot("r1") as robot:
+        frame = state_frame(1, make_state(base_time()))
+        await robot.send_raw(json.dumps(frame).encode())
+        await robot.wait_ack(1)
+
+    assert await count_telemetry(http, "r1") == 1
 
 
 async def test_connect_and_disconnect_events(

@@ -88,8 +88,8 @@ class RobotClient:
         self.errors: list[ErrorFrame] = []
         self._seq = 0
         self._in_flight: OrderedDict[int, tuple[datetime, bytes]] = OrderedDict()
-        # Outcome per command id, a future while the command still runs, so a
-        # copy that arrives meanwhile waits for it instead of running it again.
+        # A future of the outcome per command id. A copy that arrives while the
+        # command still runs waits for this future instead of running it again.
         self._seen_commands: OrderedDict[str, asyncio.Future[Outcome]] = OrderedDict()
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._socket: Any = None
