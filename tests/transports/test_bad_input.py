@@ -8,14 +8,17 @@ open, and a following valid state is acknowledged and stored after the first.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 import websockets
 
+from fleethub.cli.server import RunningServer, running_server
 from fleethub.settings import Settings
 from support import (
     RobotSocket,
@@ -25,6 +28,7 @@ from support import (
     iso,
     make_settings,
     make_state,
+    open_robot_socket,
     state_frame,
 )
 
@@ -42,6 +46,27 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(
         tmp_path, max_frame_bytes=MAX_FRAME_BYTES, max_lidar_beams=MAX_LIDAR_BEAMS
     )
+
+
+# The table-driven cases share one server, because starting and stopping one
+# per case dominated the run time. Each case uses its own robot id.
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[RunningServer]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("bad-input"),
+        max_frame_bytes=MAX_FRAME_BYTES,
+        max_lidar_beams=MAX_LIDAR_BEAMS,
+    )
+    async with running_server(settings, migrate_schema=True) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_http(shared_server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=shared_server.http_url) as client:
+        yield client
 
 
 def with_number(state: dict[str, Any], token: str) -> str:
@@ -285,26 +310,33 @@ async def store_first_state(robot: RobotSocket) -> None:
 
 
 async def assert_link_survives(
-    robot: RobotSocket, http: httpx.AsyncClient, rows_before: int
+    robot: RobotSocket,
+    http: httpx.AsyncClient,
+    rows_before: int,
+    robot_id: str = ROBOT,
 ) -> None:
     """Check that a valid state is still acknowledged and stored after the rest."""
     await robot.send_state(3, make_state(later(2)))
     ack = await robot.wait_ack(3)
     assert ack["seq"] == 3
     assert robot.connection.close_code is None
-    assert await count_telemetry(http, ROBOT) == rows_before + 1
+    assert await count_telemetry(http, robot_id) == rows_before + 1
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(("raw", "code", "seq"), BAD_FRAMES)
 async def test_bad_frame_gets_error_and_link_survives(
-    open_robot: Any,
-    http: httpx.AsyncClient,
+    shared_server: RunningServer,
+    shared_http: httpx.AsyncClient,
+    request: pytest.FixtureRequest,
     raw: str | bytes,
     code: str,
     seq: int | None,
 ) -> None:
     """A bad frame gets an error frame with its stable code and loses nothing."""
-    async with open_robot(ROBOT) as robot:
+    robot_id = request.node.callspec.id
+    http = shared_http
+    async with open_robot_socket(shared_server.ws_url, robot_id) as robot:
         await store_first_state(robot)
         await robot.send_raw(raw)
         error = await robot.wait_error(code)
@@ -312,8 +344,8 @@ async def test_bad_frame_gets_error_and_link_survives(
         assert error.get("seq") == seq
         assert error["message"]
         assert error.get("retryable", False) is False
-        assert await count_telemetry(http, ROBOT) == 1
-        await assert_link_survives(robot, http, rows_before=1)
+        assert await count_telemetry(http, robot_id) == 1
+        await assert_link_survives(robot, http, rows_before=1, robot_id=robot_id)
 
 
 async def test_error_frame_names_field_path(open_robot: Any) -> None:
@@ -394,19 +426,22 @@ INVALID_ROBOT_IDS = [
     [case[1] for case in INVALID_ROBOT_IDS],
     ids=[case[0] for case in INVALID_ROBOT_IDS],
 )
+@pytest.mark.asyncio(loop_scope="module")
 async def test_invalid_robot_id_rejected(
-    open_robot: Any, http: httpx.AsyncClient, robot_path: str
+    shared_server: RunningServer, shared_http: httpx.AsyncClient, robot_path: str
 ) -> None:
     """A robot id outside the safe set gets ``invalid_robot_id`` and close code 1008."""
-    async with open_robot(robot_path, expect_welcome=False) as robot:
+    robots_before = (await shared_http.get("/api/robots")).json()
+    link = open_robot_socket(shared_server.ws_url, robot_path, expect_welcome=False)
+    async with link as robot:
         error = await robot.receive()
         close_code = await robot.wait_closed()
 
     assert error["type"] == "error"
     assert error["code"] == "invalid_robot_id"
     assert close_code == 1008
-    robots = (await http.get("/api/robots")).json()
-    assert robots == []
+    robots = (await shared_http.get("/api/robots")).json()
+    assert robots == robots_before
 
 
 async def test_newline_in_robot_id_refused(
