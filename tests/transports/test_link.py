@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import timedelta, timezone
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from fleethub.settings import Settings
 from support import (
     base_time,
     count_telemetry,
+    fetch_telemetry,
+    iso,
     make_state,
     open_robot_socket,
     state_frame,
@@ -65,3 +68,20 @@ async def test_server_shutdown_closes_links_1012(settings: Settings) -> None:
             )
 
         assert await robot.wait_closed() == 1012
+
+
+async def test_timestamp_offset_stored_as_utc(
+    open_robot: Any, http: httpx.AsyncClient
+) -> None:
+    """A +02:00 timestamp is stored in UTC; the same instant in UTC is a duplicate."""
+    utc = base_time()
+    local = utc.astimezone(timezone(timedelta(hours=2))).isoformat()
+    async with open_robot("r1") as robot:
+        await robot.send_state(1, make_state(local))
+        await robot.wait_ack(1)
+        await robot.send_state(2, make_state(utc))
+        await robot.wait_ack(2)
+
+    rows = await fetch_telemetry(http, "r1")
+    assert local.endswith("+02:00")
+    assert [row["ts"] for row in rows] == [iso(utc)]
