@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -212,3 +213,18 @@ async def test_repeated_command_after_completion(server: RunningServer) -> None:
 
     assert calls == ["cmd-1", "cmd-2"]
     assert client.stats.commands == 2
+
+
+async def test_start_timeout_stops_retrying() -> None:
+    """A client that cannot connect in time raises and leaves no task retrying."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    client = RobotClient(f"ws://127.0.0.1:{free_port}", "r1", min_backoff_s=0.01)
+
+    with pytest.raises(TimeoutError):
+        await client.start(0.2)
+
+    names = {task.get_name() for task in asyncio.all_tasks()}
+    assert "robot-client-r1" not in names
+    assert client.stats.reconnects >= 1

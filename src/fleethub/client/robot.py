@@ -109,9 +109,17 @@ class RobotClient:
         await self.close()
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Start the connection task and wait for the first connection."""
+        """Start the connection task and wait for the first connection.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds without a connection,
+        and stops the connection task first so that it does not retry forever.
+        """
         self._task = asyncio.create_task(self._run(), name=f"robot-client-{self.robot_id}")
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the connection; unacknowledged states are abandoned."""
