@@ -326,7 +326,10 @@ async def test_command_reaches_connected_robot(
             params = {"robot_id": "r1", "type": "command_response"}
             return (await http.get("/api/events", params=params)).json()["items"]
 
-        await wait_for(lambda: _has_count(responses, 2))
+        async def both_responses_stored() -> bool:
+            return len(await responses()) == 2
+
+        await wait_for(both_responses_stored)
         stored = await responses()
 
     assert sent["status"] == "sent"
@@ -345,10 +348,6 @@ async def test_command_reaches_connected_robot(
     ]
     assert {item["data"]["command_id"] for item in stored} == {sent["command_id"]}
     assert stored[0]["data"]["message"] == "docked"
-
-
-async def _has_count(fetch: Any, count: int) -> bool:
-    return len(await fetch()) >= count
 
 
 async def test_command_frame_on_raw_socket(

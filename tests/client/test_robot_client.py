@@ -159,7 +159,9 @@ def test_backoff_grows_and_is_capped(attempt: int) -> None:
     assert max(delays) <= ceiling
 
 
-async def test_duplicate_command_runs_once(server: RunningServer, http: Any) -> None:
+async def test_duplicate_command_runs_once(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     """A command delivered twice runs once and both copies get a response."""
     calls: list[dict[str, Any]] = []
     release = asyncio.Event()
