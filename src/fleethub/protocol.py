@@ -25,7 +25,8 @@ Angle = Annotated[float, msgspec.Meta(ge=-1e3, le=1e3)]
 Speed = Annotated[float, msgspec.Meta(ge=-1e3, le=1e3)]
 Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 Range = Annotated[float, msgspec.Meta(ge=0.0, le=1e4)]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+MAX_SEQ = 2**63 - 1
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -106,14 +107,18 @@ class CommandResult(msgspec.Struct, forbid_unknown_fields=True):
     result: dict[str, Any] | None = None
 
 
-class StateUpdate(msgspec.Struct, tag="state_update", tag_field="type"):
+class StateUpdate(
+    msgspec.Struct, tag="state_update", tag_field="type", forbid_unknown_fields=True
+):
     """Robot to server: a state with the robot's sequence number."""
 
     seq: Seq
     data: RobotState
 
 
-class CommandResponse(msgspec.Struct, tag="command_response", tag_field="type"):
+class CommandResponse(
+    msgspec.Struct, tag="command_response", tag_field="type", forbid_unknown_fields=True
+):
     """Robot to server: progress or outcome of a command."""
 
     data: CommandResult
@@ -231,7 +236,7 @@ def _peek_seq(raw: bytes | str) -> int | None:
         return None
     if isinstance(value, dict):
         seq = value.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+        if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= MAX_SEQ:
             return seq
     return None
 

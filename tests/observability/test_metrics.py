@@ -81,7 +81,7 @@ async def test_connected_robots_follow_links(
             sample(
                 await scrape(http),
                 "fleethub_websocket_active",
-                route="/ws/robots/{robot_id}",
+                route="/ws/robots/{robot_id:path}",
             )
             == 1
         )
@@ -91,7 +91,7 @@ async def test_connected_robots_follow_links(
 
     await wait_for(gone)
     samples = await scrape(http)
-    route = "/ws/robots/{robot_id}"
+    route = "/ws/robots/{robot_id:path}"
     assert sample(samples, "fleethub_websocket_connections_total", route=route) == 1
     assert (
         sample(samples, "fleethub_websocket_duration_seconds_count", route=route) == 1

@@ -75,7 +75,10 @@ def create_app(
     app.include_router(commands.router)
     app.include_router(missions.router)
 
-    @app.websocket("/ws/robots/{robot_id}")
+    # The ``path`` converter lets an empty id or one with an encoded "/" reach
+    # serve_robot, which rejects it with an error frame and close code 1008
+    # instead of a bare HTTP 403 from the router.
+    @app.websocket("/ws/robots/{robot_id:path}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
         loggable_id = _loggable_robot_id(robot_id)
         with log_context(robot_id=loggable_id, component="robot_link"):

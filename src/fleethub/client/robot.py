@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # A handler gets the command frame's data and returns the final status
 # ("succeeded", "failed" or "rejected") and an optional message.
-CommandHandler = Callable[[dict[str, Any]], Awaitable[tuple[str, str | None]]]
+Outcome = tuple[str, str | None]
+CommandHandler = Callable[[dict[str, Any]], Awaitable[Outcome]]
 
 MAX_REMEMBERED_COMMANDS = 1024
 
@@ -90,8 +91,10 @@ class RobotClient:
         self.errors: list[ErrorFrame] = []
         self._seq = 0
         self._in_flight: OrderedDict[int, tuple[datetime, bytes]] = OrderedDict()
-        self._seen_commands: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
-        self._running_commands: set[str] = set()
+        # A future of the outcome per command id. A copy that arrives while the
+        # command still runs waits for this future instead of running it again.
+        self._seen_commands: OrderedDict[str, asyncio.Future[Outcome]] = OrderedDict()
+        self._command_tasks: set[asyncio.Task[None]] = set()
         self._socket: Any = None
         self._connected = asyncio.Event()
         self._room = asyncio.Event()
@@ -109,9 +112,17 @@ class RobotClient:
         await self.close()
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Start the connection task and wait for the first connection."""
+        """Start the connection task and wait for the first connection.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds without a connection,
+        and stops the connection task first so that it does not retry forever.
+        """
         self._task = asyncio.create_task(self._run(), name=f"robot-client-{self.robot_id}")
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the connection; unacknowledged states are abandoned."""
@@ -191,15 +202,25 @@ class RobotClient:
             elif isinstance(frame, ErrorFrame):
                 self._on_error(frame)
             elif isinstance(frame, CommandFrame):
-                asyncio.create_task(self._run_command(frame.data))
+                # The set keeps a reference so the task is not garbage collected.
+                task = asyncio.create_task(self._run_command(frame.data))
+                self._command_tasks.add(task)
+                task.add_done_callback(self._command_tasks.discard)
 
     async def _resume(self, socket: Any, last_stored: datetime | None) -> None:
         """Drop what the server already stored, resend the rest, then go live."""
         if last_stored is not None:
             self._settle(lambda seq: self._in_flight[seq][0] <= last_stored, acked=True)
-        for _, frame in list(self._in_flight.values()):
-            self.stats.resent += 1
-            await socket.send(frame.decode())
+        # A state sent while a resend waits on the socket is buffered only (the
+        # socket is not live yet), so loop until no buffered state is left unsent.
+        resent_up_to = 0
+        while pending := [seq for seq in self._in_flight if seq > resent_up_to]:
+            for seq in pending:
+                entry = self._in_flight.get(seq)
+                if entry is not None:
+                    self.stats.resent += 1
+                    await socket.send(entry[1].decode())
+                resent_up_to = seq
         self._socket = socket
         self._connected.set()
 
@@ -224,27 +245,22 @@ class RobotClient:
 
     async def _run_command(self, data: dict[str, Any]) -> None:
         command_id = str(data.get("command_id", ""))
-        if command_id in self._running_commands:
-            # A resend while the first copy still runs: that copy sends the response.
+        seen = self._seen_commands.get(command_id)
+        if seen is not None:
             self.stats.duplicate_commands += 1
+            await self._respond(command_id, *await asyncio.shield(seen))
             return
-        outcome = self._seen_commands.get(command_id)
-        if outcome is not None:
-            self.stats.duplicate_commands += 1
-        else:
-            self.stats.commands += 1
-            self._running_commands.add(command_id)
-            try:
-                await self._respond(command_id, "acknowledged", None)
-                outcome = await self._execute(data)
-            finally:
-                self._running_commands.discard(command_id)
-            self._seen_commands[command_id] = outcome
-            while len(self._seen_commands) > MAX_REMEMBERED_COMMANDS:
-                self._seen_commands.popitem(last=False)
-        await self._respond(command_id, *outcome)
 
-    async def _execute(self, data: dict[str, Any]) -> tuple[str, str | None]:
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._seen_commands[command_id] = outcome
+        while len(self._seen_commands) > MAX_REMEMBERED_COMMANDS:
+            self._seen_commands.popitem(last=False)
+        self.stats.commands += 1
+        await self._respond(command_id, "acknowledged", None)
+        outcome.set_result(await self._execute(data))
+        await self._respond(command_id, *outcome.result())
+
+    async def _execute(self, data: dict[str, Any]) -> Outcome:
         if self.on_command is None:
             return "rejected", "This robot has no command handler."
         try:
