@@ -20,6 +20,7 @@ from fleethub.live.base import LiveState
 from fleethub.live.memory import MemoryLiveState
 from fleethub.models import Event, TelemetryRow
 from fleethub.rules.builtin import RuleEngine, builtin_rules
+from fleethub.security.service import SecurityService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
 from fleethub.storage.sql import SqlStorage, create_engine
@@ -48,11 +49,13 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    security: SecurityService
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
         await self.telemetry_writer.close()
         await self.event_writer.close()
+        await self.security.close()
         await self.bus.close()
         await self.live.close()
         await self.storage.close()
@@ -104,6 +107,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         pipeline=pipeline,
         links=links,
         commands=CommandService(links, pipeline.emit),
+        security=SecurityService(settings, storage.engine),
     )
     telemetry_writer.start()
     event_writer.start()

@@ -10,6 +10,7 @@ from fastapi import FastAPI, WebSocket
 from fleethub import __version__
 from fleethub.api.errors import install_error_handlers
 from fleethub.api.routes import events, health, robots
+from fleethub.security.install import install_security
 from fleethub.services import Services, build_services
 from fleethub.settings import Settings
 from fleethub.transports.websocket import serve_robot
@@ -43,6 +44,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_security(app, settings)
     app.include_router(health.router)
     app.include_router(robots.router)
     app.include_router(events.router)
