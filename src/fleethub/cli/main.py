@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fleethub.logs import configure_logging
+from fleethub.security.cli import keys_app, robots_app
 from fleethub.settings import Settings
 
 app = typer.Typer(help="fleethub: a backend for fleets of mobile robots.", no_args_is_help=True)
@@ -29,6 +30,26 @@ DatabaseOpt = Annotated[
     typer.Option(help="SQLAlchemy database URL [FLEETHUB_DATABASE_URL]."),
 ]
 LogLevelOpt = Annotated[str | None, typer.Option(help="Log level [FLEETHUB_LOG_LEVEL].")]
+
+# Credentials of the robot clients (replay, sim) and the credential commands.
+RobotTokenOpt = Annotated[
+    str | None,
+    typer.Option(envvar="FLEETHUB_ROBOT_TOKEN", help="The robot's credential, from 'fleethub robots add'."),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="FLEETHUB_API_KEY",
+        help="Admin API key; each simulated robot gets a new credential through it.",
+    ),
+]
+app.add_typer(keys_app, name="keys")
+app.add_typer(robots_app, name="robots")
+
+
+def bearer(token: str | None) -> dict[str, str] | None:
+    """Return the robot link's Authorization header for ``token``, if any."""
+    return {"Authorization": f"Bearer {token}"} if token else None
 
 
 def build_settings(**overrides: Any) -> Settings:
@@ -93,6 +114,7 @@ def replay(
     robot_id: Annotated[str, typer.Option(help="Robot id to replay as.")] = "intel-lab",
     speed: Annotated[float, typer.Option(help="Replay rate against the log's clock; 0 sends as fast as acknowledged.")] = 10.0,
     url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
+    token: RobotTokenOpt = None,
 ) -> None:
     """Stream a CARMEN log to a running server as one robot."""
     from fleethub.replay.carmen import intel_lab_log
@@ -104,7 +126,7 @@ def replay(
         with _progress() as progress:
             task = progress.add_task(f"replaying {robot_id}", total=None)
             result = await run_replay(
-                source, url, robot_id, speed=speed,
+                source, url, robot_id, speed=speed, headers=bearer(token),
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         console.print(
@@ -121,16 +143,20 @@ def sim(
     url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
     rate_hz: Annotated[float, typer.Option(min=0.1, max=100, help="States per second per robot.")] = 5.0,
     time_scale: Annotated[float, typer.Option(min=1, help="Battery speed-up factor.")] = 1.0,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     """Run simulated robots against a running server until interrupted."""
+    from fleethub.security.provision import issue_robot_tokens
     from fleethub.sim.robots import SimConfig, make_robot, run_robot
 
     async def run() -> None:
         stop = asyncio.Event()
         config = SimConfig(rate_hz=rate_hz, time_scale=time_scale)
+        fleet = [make_robot(i, config) for i in range(robots)]
+        tokens = await issue_robot_tokens(url, api_key, [robot.robot_id for robot in fleet])
         tasks = [
-            asyncio.create_task(run_robot(make_robot(i, config), url, stop))
-            for i in range(robots)
+            asyncio.create_task(run_robot(robot, url, stop, bearer(tokens.get(robot.robot_id))))
+            for robot in fleet
         ]
         console.print(f"Running {robots} simulated robots against {url}; Ctrl-C stops.")
         await asyncio.gather(*tasks)
