@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from auth_helpers import api_key_headers
 from fleethub.cli.server import RunningServer, running_server
-from fleethub.settings import Settings
-
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-
-
-def secure_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings with authentication on, a fresh SQLite file and port 0."""
-    values: dict[str, Any] = {
-        "auth_enabled": True,
-        "host": "127.0.0.1",
-        "port": 0,
-        "database_url": f"sqlite+aiosqlite:///{tmp_path}/fleethub.db",
-    }
-    return Settings(**(values | overrides))
-
-
-def redis_url_or_skip() -> str:
-    """Return a Redis URL; fail under CI and skip elsewhere when Redis is down."""
-    try:
-        socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1).close()
-    except OSError:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}.")
-        pytest.skip("Redis is not reachable.")
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-def unique_prefix() -> str:
-    return f"fleethub-test-{uuid.uuid4().hex}"
+from security.support import secure_settings
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(secure_settings(tmp_path), migrate_schema=True) as running:
+    async with running_server(
+        secure_settings(tmp_path), migrate_schema=True
+    ) as running:
         yield running
 
 

@@ -164,14 +164,20 @@ async def test_revoked_credentials_stop_working(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     """A revoked key and a removed robot credential are refused at once."""
-    created = await http.post("/api/keys", json={"name": "temp", "role": "viewer"}, headers=admin)
+    created = await http.post(
+        "/api/keys", json={"name": "temp", "role": "viewer"}, headers=admin
+    )
     assert created.status_code == 201
     key = created.json()["key"]
-    assert (await http.get("/api/robots", headers={"X-API-Key": key})).status_code == 200
+    assert (
+        await http.get("/api/robots", headers={"X-API-Key": key})
+    ).status_code == 200
     revoked = await http.delete(f"/api/keys/{created.json()['key_id']}", headers=admin)
     assert revoked.status_code == 200
     assert revoked.json()["revoked_at"] is not None
-    assert (await http.get("/api/robots", headers={"X-API-Key": key})).status_code == 401
+    assert (
+        await http.get("/api/robots", headers={"X-API-Key": key})
+    ).status_code == 401
 
     headers = await robot_headers(server, "robot-r")
     removed = await http.delete("/api/robots/robot-r/credentials", headers=admin)
@@ -184,7 +190,9 @@ async def test_keys_are_listed_without_secrets(
     http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     """Listing keys shows ids, names and roles but no key or digest."""
-    created = await http.post("/api/keys", json={"name": "listed", "role": "operator"}, headers=admin)
+    created = await http.post(
+        "/api/keys", json={"name": "listed", "role": "operator"}, headers=admin
+    )
     key = created.json()["key"]
     listing = await http.get("/api/keys", headers=admin)
     assert listing.status_code == 200

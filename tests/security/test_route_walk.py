@@ -73,7 +73,9 @@ async def test_every_route_rejects_robot_credential(
         assert response.json()["error"] == "robot_credential_not_allowed"
 
 
-async def test_probes_and_openapi_access(server: RunningServer, http: httpx.AsyncClient) -> None:
+async def test_probes_and_openapi_access(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
     """The probes are public; the OpenAPI description and docs are not by default."""
     assert (await http.get("/healthz")).status_code == 200
     assert (await http.get("/readyz")).status_code == 200

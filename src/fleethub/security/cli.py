@@ -80,7 +80,9 @@ async def _audit(engine: AsyncEngine, action: str, target: str) -> None:
 @keys_app.command("create")
 def create_key(
     name: Annotated[str, typer.Option(help="Who or what uses the key.")],
-    role: Annotated[Role, typer.Option(help="viewer, operator or admin.")] = Role.VIEWER,
+    role: Annotated[
+        Role, typer.Option(help="viewer, operator or admin.")
+    ] = Role.VIEWER,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Create an API key and print it once; only its digest is stored."""
@@ -88,7 +90,9 @@ def create_key(
     async def action(engine: AsyncEngine) -> str:
         info, key = await CredentialStore(engine).create_api_key(name, role, CLI)
         await _audit(engine, "keys create", info.key_id)
-        console.print(f"Created {role.value} key {info.key_id} ({name}). It is shown once:")
+        console.print(
+            f"Created {role.value} key {info.key_id} ({name}). It is shown once:"
+        )
         return key
 
     print(_run(database_url, action))
@@ -102,7 +106,11 @@ def list_keys(database_url: DatabaseOpt = None) -> None:
     for info in keys:
         revoked = info.revoked_at.isoformat() if info.revoked_at else ""
         table.add_row(
-            info.key_id, info.name, info.role.value, info.created_at.isoformat(), revoked
+            info.key_id,
+            info.name,
+            info.role.value,
+            info.created_at.isoformat(),
+            revoked,
         )
     Console().print(table)
 
@@ -151,7 +159,10 @@ def list_robots(database_url: DatabaseOpt = None) -> None:
     table = Table("robot id", "credential id", "created", "created by")
     for info in credentials:
         table.add_row(
-            info.robot_id, info.credential_id, info.created_at.isoformat(), info.created_by
+            info.robot_id,
+            info.credential_id,
+            info.created_at.isoformat(),
+            info.created_by,
         )
     Console().print(table)
 
