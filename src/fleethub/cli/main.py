@@ -16,6 +16,7 @@ import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fleethub.errors import InsecureConfiguration
 from fleethub.logs import configure_logging
 from fleethub.security.cli import keys_app, robots_app
 from fleethub.settings import Settings
@@ -75,7 +76,12 @@ def serve(
         host=host, port=port, database_url=database_url, log_level=log_level
     )
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.Server(uvicorn_config(create_app(settings, migrate_schema=migrate), settings)).run()
+    try:
+        config = uvicorn_config(create_app(settings, migrate_schema=migrate), settings)
+    except InsecureConfiguration as exc:
+        console.print(f"[red]Error:[/] {exc.message}")
+        raise typer.Exit(2) from None
+    uvicorn.Server(config).run()
 
 
 @app.command()

@@ -31,7 +31,9 @@ ADMIN_PATHS = re.compile(
     r"|/api/robots/[^/]+/credentials(/.*)?"
 )
 ADMIN_WRITE_PATHS = re.compile(r"/api/rules(/.*)?")
-ROBOT_LINK_PATH = re.compile(r"/ws/robots/(?P<robot_id>[^/]*)")
+# Everything after the prefix is the robot id, so an id holding a "/" fails
+# validation with invalid_robot_id instead of falling through to another rule.
+ROBOT_LINK_PATH = re.compile(r"/ws/robots/(?P<robot_id>.*)", re.DOTALL)
 
 
 @dataclass(frozen=True)
