@@ -39,3 +39,17 @@ def redis_url_or_skip() -> str:
 
 def unique_prefix() -> str:
     return f"fleethub-test-{uuid.uuid4().hex}"
+
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+
+
+def postgres_or_skip() -> str:
+    """Return the PostgreSQL admin DSN; fail under CI and skip elsewhere when down."""
+    try:
+        socket.create_connection((PG_HOST, PG_PORT), timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}.")
+        pytest.skip("PostgreSQL is not reachable.")
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
