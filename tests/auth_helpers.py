@@ -4,7 +4,8 @@ Usage::
 
     async with running_server(Settings(auth_enabled=True, ...)) as server:
         headers = await api_key_headers(server, "operator")
-        robot = RobotClient(server.ws_url, "r1", headers=await robot_headers(server, "r1"))
+        robot_link = await robot_headers(server, "r1")
+        robot = RobotClient(server.ws_url, "r1", headers=robot_link)
 """
 
 from __future__ import annotations

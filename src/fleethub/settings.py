@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     )
     max_json_depth: int = Field(32, ge=2, description="Deepest nesting in a JSON body.")
     cors_allow_origins: list[str] = Field(
-        default_factory=list, description="Origins allowed to call the API from a browser."
+        default_factory=list,
+        description="Origins allowed to call the API from a browser.",
     )
     cors_allow_credentials: bool = Field(
         False, description="Let browsers send cookies and HTTP auth on CORS requests."

@@ -15,9 +15,9 @@ from security.support import secure_settings
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with running_server(
-        secure_settings(tmp_path), migrate_schema=True
-    ) as running:
+    # Tests here send bursts with one key; the rate-limit tests set their own limits.
+    settings = secure_settings(tmp_path, rate_limit_api="1000/second")
+    async with running_server(settings, migrate_schema=True) as running:
         yield running
 
 

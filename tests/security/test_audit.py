@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from click.testing import Result
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from click.testing import Result
 from typer.testing import CliRunner
 
 from auth_helpers import api_key_headers
@@ -34,7 +34,7 @@ async def _audit(http: httpx.AsyncClient, admin: dict[str, str]) -> list[dict]:
 async def test_state_changes_are_audited(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """Writes are recorded with actor, role, target, status and client; reads are not."""
+    """Writes are recorded with actor, role, target, status and client."""
     operator = await api_key_headers(server, "operator")
     viewer = await api_key_headers(server, "viewer")
     await http.get("/api/robots", headers=operator)

@@ -139,7 +139,7 @@ def test_frame_shaped_json(frame: Any) -> None:
 @settings(max_examples=50)
 @given(st.integers(min_value=1, max_value=100_000))
 def test_deep_nesting(depth: int) -> None:
-    """Deeply nested arrays and objects decode or raise FrameError, never RecursionError."""
+    """Deep nesting decodes or raises FrameError, never RecursionError."""
     _decode("[" * depth + "]" * depth)
     _decode(
         '{"type": "state_update", "data": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
@@ -149,7 +149,7 @@ def test_deep_nesting(depth: int) -> None:
 def test_non_standard_constants() -> None:
     """NaN and Infinity tokens are rejected as invalid JSON."""
     for token in ("NaN", "Infinity", "-Infinity"):
-        raw = '{"type": "state_update", "seq": 1, "data": {"battery": %s}}' % token
+        raw = '{"type": "state_update", "seq": 1, "data": {"battery": ' + token + "}}"
         try:
             decode_robot_frame(raw)
         except FrameError as exc:

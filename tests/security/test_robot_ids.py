@@ -49,11 +49,19 @@ async def _tables(server: RunningServer) -> set[str]:
         return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
 
 
-@pytest.mark.parametrize("robot_id", HOSTILE_IDS)
 async def test_rest_rejects_hostile_robot_ids(
-    server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str], robot_id: str
+    server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     """Path, query and admin routes answer invalid_robot_id and drop nothing."""
+    for robot_id in HOSTILE_IDS:
+        await _check_rest(http, admin, robot_id)
+    assert await _tables(server) >= TABLES
+    assert await server.app.state.services.storage.robot_ids() == []
+
+
+async def _check_rest(
+    http: httpx.AsyncClient, admin: dict[str, str], robot_id: str
+) -> None:
     segment = _segment(robot_id)
     by_path = [
         await http.get(f"/api/robots/{segment}/state", headers=admin),
@@ -72,32 +80,28 @@ async def test_rest_rejects_hostile_robot_ids(
         assert response.json()["error"] == path_error, response.request.url
     assert by_query.status_code == 400
     assert by_query.json()["error"] == "invalid_robot_id"
-    assert await _tables(server) >= TABLES
-    assert await server.app.state.services.storage.robot_ids() == []
 
 
-@pytest.mark.parametrize("robot_id", HOSTILE_IDS)
-async def test_robot_link_rejects_hostile_robot_ids(
-    server: RunningServer, robot_id: str
-) -> None:
+async def test_robot_link_rejects_hostile_robot_ids(server: RunningServer) -> None:
     """The handshake fails with invalid_robot_id even with a valid credential."""
     headers = await robot_headers(server, "robot-1")
-    url = f"{server.ws_url}/ws/robots/{_segment(robot_id)}"
-    with pytest.raises(websockets.InvalidStatus) as failure:
-        async with websockets.connect(url, additional_headers=headers):
-            pass
-    assert failure.value.response.status_code == 400
-    assert b"invalid_robot_id" in failure.value.response.body
+    for robot_id in HOSTILE_IDS:
+        url = f"{server.ws_url}/ws/robots/{_segment(robot_id)}"
+        with pytest.raises(websockets.InvalidStatus) as failure:
+            async with websockets.connect(url, additional_headers=headers):
+                pass
+        assert failure.value.response.status_code == 400, robot_id
+        assert b"invalid_robot_id" in failure.value.response.body
 
 
-@pytest.mark.parametrize("robot_id", HOSTILE_IDS)
 async def test_credential_store_rejects_hostile_robot_ids(
-    server: RunningServer, robot_id: str
+    server: RunningServer,
 ) -> None:
     """The credential store validates ids itself, not only the routes."""
     store = server.app.state.services.security.credentials
-    with pytest.raises(InvalidRobotId):
-        await store.issue_robot_credential(robot_id, CLI)
+    for robot_id in HOSTILE_IDS:
+        with pytest.raises(InvalidRobotId):
+            await store.issue_robot_credential(robot_id, CLI)
 
 
 async def test_audit_stores_hostile_path_verbatim(

@@ -33,27 +33,22 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "lowest"), MATRIX)
-async def test_role_matrix(
-    server: RunningServer,
-    http: httpx.AsyncClient,
-    method: str,
-    path: str,
-    body: dict[str, str] | None,
-    lowest: str,
-) -> None:
+async def test_role_matrix(server: RunningServer, http: httpx.AsyncClient) -> None:
     """Each role reaches exactly the routes at or below its rank."""
-    for role in ROLES:
-        headers = await api_key_headers(server, role)
-        response = await http.request(method, path, json=body, headers=headers)
-        allowed = Role(role).includes(Role(lowest))
-        if allowed:
-            assert response.status_code not in (401, 403), (role, response.text)
-            assert response.status_code < 500
-        else:
-            assert response.status_code == 403, (role, response.text)
-            assert response.json()["error"] == "insufficient_role"
-            assert response.json()["details"]["required_role"] == lowest
+    headers = {role: await api_key_headers(server, role) for role in ROLES}
+    for method, path, body, lowest in MATRIX:
+        for role in ROLES:
+            response = await http.request(
+                method, path, json=body, headers=headers[role]
+            )
+            case = (method, path, role, response.text)
+            if Role(role).includes(Role(lowest)):
+                assert response.status_code not in (401, 403), case
+                assert response.status_code < 500, case
+            else:
+                assert response.status_code == 403, case
+                assert response.json()["error"] == "insufficient_role"
+                assert response.json()["details"]["required_role"] == lowest
 
 
 POLICY_TABLE = [

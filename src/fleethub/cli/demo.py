@@ -90,7 +90,8 @@ async def _issue_credentials(server: RunningServer, robots: int) -> DemoCredenti
     robot_ids = [REPLAYED_ROBOT] + [f"sim-{index + 1:03d}" for index in range(robots)]
     tokens = {}
     for robot_id in robot_ids:
-        _, tokens[robot_id] = await store.issue_robot_credential(robot_id, CLI, replace=True)
+        _, token = await store.issue_robot_credential(robot_id, CLI, replace=True)
+        tokens[robot_id] = token
     return DemoCredentials(admin_key, tokens)
 
 
@@ -120,7 +121,9 @@ async def _run_fleet(
     fleet = [make_robot(i, config) for i in range(robots)]
     sims = [
         asyncio.create_task(
-            run_robot(robot, server.ws_url, stop, credentials.robot_headers(robot.robot_id))
+            run_robot(
+                robot, server.ws_url, stop, credentials.robot_headers(robot.robot_id)
+            )
         )
         for robot in fleet
     ]
@@ -143,7 +146,10 @@ async def _run_fleet(
 
 
 async def _summary(
-    server: RunningServer, result: ReplayResult, clients: list[RobotClient], admin_key: str
+    server: RunningServer,
+    result: ReplayResult,
+    clients: list[RobotClient],
+    admin_key: str,
 ) -> dict[str, Any]:
     services = server.app.state.services
     await services.telemetry_writer.wait_idle(30)

@@ -35,7 +35,10 @@ LogLevelOpt = Annotated[str | None, typer.Option(help="Log level [FLEETHUB_LOG_L
 # Credentials of the robot clients (replay, sim) and the credential commands.
 RobotTokenOpt = Annotated[
     str | None,
-    typer.Option(envvar="FLEETHUB_ROBOT_TOKEN", help="The robot's credential, from 'fleethub robots add'."),
+    typer.Option(
+        envvar="FLEETHUB_ROBOT_TOKEN",
+        help="The robot's credential, from 'fleethub robots add'.",
+    ),
 ]
 ApiKeyOpt = Annotated[
     str | None,
@@ -159,9 +162,12 @@ def sim(
         stop = asyncio.Event()
         config = SimConfig(rate_hz=rate_hz, time_scale=time_scale)
         fleet = [make_robot(i, config) for i in range(robots)]
-        tokens = await issue_robot_tokens(url, api_key, [robot.robot_id for robot in fleet])
+        robot_ids = [robot.robot_id for robot in fleet]
+        tokens = await issue_robot_tokens(url, api_key, robot_ids)
         tasks = [
-            asyncio.create_task(run_robot(robot, url, stop, bearer(tokens.get(robot.robot_id))))
+            asyncio.create_task(
+                run_robot(robot, url, stop, bearer(tokens.get(robot.robot_id)))
+            )
             for robot in fleet
         ]
         console.print(f"Running {robots} simulated robots against {url}; Ctrl-C stops.")

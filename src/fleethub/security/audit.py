@@ -47,7 +47,7 @@ class AuditEntry:
 
     @property
     def outcome(self) -> str:
-        """``success``, ``denied`` (401, 403, 429), ``rejected`` (other 4xx) or ``error``."""
+        """``success``, ``denied`` (401, 403, 429), ``rejected`` (4xx) or ``error``."""
         if self.status_code < 400:
             return "success"
         if self.status_code in (401, 403, 429):

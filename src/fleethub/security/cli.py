@@ -49,7 +49,8 @@ def _run(database_url: str | None, action: Callable[[AsyncEngine], Awaitable[T]]
         try:
             if not await migrate.is_up_to_date(engine):
                 raise FleethubError(
-                    "The database schema is not up to date; run 'fleethub migrate' first.",
+                    "The database schema is not up to date; run 'fleethub migrate' "
+                    "first.",
                     code="schema_out_of_date",
                 )
             return await action(engine)

@@ -61,7 +61,7 @@ class JwtVerifier:
         return self._key is not None or self._jwks is not None
 
     def verify(self, token: str) -> Principal:
-        """Validate ``token``; raise Unauthenticated, or Forbidden when it has no role."""
+        """Validate ``token``; raise Unauthenticated, or Forbidden without a role."""
         if not self.enabled:
             raise Unauthenticated(
                 "Credential is not a valid API key.", code="invalid_credential"

@@ -108,7 +108,8 @@ def check_query(query_string: bytes, settings: Settings) -> None:
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     if len(pairs) > settings.max_list_length:
         raise InvalidInput(
-            f"Query has {len(pairs)} parameters; the limit is {settings.max_list_length}.",
+            f"Query has {len(pairs)} parameters; the limit is "
+            f"{settings.max_list_length}.",
             code="list_too_long",
             limit=settings.max_list_length,
         )

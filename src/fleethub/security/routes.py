@@ -193,7 +193,7 @@ async def list_audit(
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     actor_id: Annotated[str | None, Query(max_length=160)] = None,
 ) -> dict[str, Any]:
-    """Return audit entries newest first: who changed what, when, from where, and how it went."""
+    """Return audit entries, newest first: who changed what, when and from where."""
     limit = min(limit, services.settings.max_page_size)
     entries = await services.security.audit.entries(
         limit=limit, before_id=before_id, actor_id=actor_id

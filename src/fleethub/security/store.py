@@ -164,7 +164,8 @@ class CredentialStore:
                 )
         except IntegrityError:
             raise Conflict(
-                f"Robot {robot_id!r} already has a credential; replace it to issue a new one.",
+                f"Robot {robot_id!r} already has a credential; replace it to issue "
+                "a new one.",
                 code="credential_exists",
                 robot_id=robot_id,
             ) from None
