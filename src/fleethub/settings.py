@@ -104,12 +104,18 @@ class Settings(BaseSettings):
     )
     max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_string_length: int = Field(
-        4096, ge=16, description="Longest string in a JSON body or query parameter."
+        4096,
+        ge=16,
+        description="Maximum length of a JSON string or key, or a query value.",
     )
     max_list_length: int = Field(
-        1000, ge=1, description="Longest array in a JSON body."
+        1000,
+        ge=1,
+        description="Maximum entries in a JSON array or object, and query parameters.",
     )
-    max_json_depth: int = Field(32, ge=2, description="Deepest nesting in a JSON body.")
+    max_json_depth: int = Field(
+        32, ge=2, description="Maximum nesting depth of a JSON body."
+    )
     cors_allow_origins: list[str] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser.",

@@ -84,7 +84,7 @@ async def test_highest_role_in_list_counts(hmac_http: httpx.AsyncClient) -> None
 async def test_invalid_jwts_are_rejected(
     hmac_http: httpx.AsyncClient, overrides: dict[str, Any], status: int
 ) -> None:
-    """Expired, foreign, subject-less and role-less tokens are refused."""
+    """Expired, foreign, subject-less and role-less tokens are rejected."""
     payload = {
         key: value for key, value in claims(**overrides).items() if value is not None
     }
@@ -96,7 +96,7 @@ async def test_invalid_jwts_are_rejected(
 async def test_wrong_secret_and_none_algorithm_rejected(
     hmac_http: httpx.AsyncClient,
 ) -> None:
-    """A token signed with another secret, or unsigned, is refused."""
+    """A token signed with another secret, or unsigned, is rejected."""
     forged = jwt.encode(
         claims(), "another-secret-of-sufficient-length!!", algorithm="HS256"
     )
@@ -138,7 +138,7 @@ async def test_jwks_file_selects_key_by_kid(tmp_path: Path) -> None:
 
 
 async def test_public_key_rejects_hmac_confusion(tmp_path: Path) -> None:
-    """An HS256 token signed with the PEM public key as secret is refused."""
+    """An HS256 token signed with the PEM public key as secret is rejected."""
     key = _rsa_key()
     pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

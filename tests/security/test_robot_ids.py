@@ -52,7 +52,7 @@ async def _tables(server: RunningServer) -> set[str]:
 async def test_rest_rejects_hostile_robot_ids(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """Path, query and admin routes answer invalid_robot_id and drop nothing."""
+    """Path, query and admin routes return invalid_robot_id and drop nothing."""
     for robot_id in HOSTILE_IDS:
         await _check_rest(http, admin, robot_id)
     assert await _tables(server) >= TABLES
@@ -138,7 +138,7 @@ async def test_hostile_ids_leave_log_lines_single_and_printable(
 
 @pytest.mark.parametrize("robot_id", HOSTILE_IDS)
 def test_cli_rejects_hostile_robot_ids(tmp_path: Path, robot_id: str) -> None:
-    """``fleethub robots add`` refuses the id and prints why."""
+    """``fleethub robots add`` rejects the id and prints why."""
     database_url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
     runner = CliRunner()
     assert (

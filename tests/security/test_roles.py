@@ -99,7 +99,7 @@ async def _handshake_error(url: str, headers: dict[str, str]) -> tuple[int, byte
 
 
 async def test_robot_cannot_connect_as_another_robot(server: RunningServer) -> None:
-    """A robot's credential opens its own link and is refused on another's."""
+    """A robot's credential opens its own link and is rejected on another's."""
     headers = await robot_headers(server, "robot-a")
     await robot_token(server, "robot-b")
     status, body = await _handshake_error(f"{server.ws_url}/ws/robots/robot-b", headers)
@@ -112,7 +112,7 @@ async def test_robot_cannot_connect_as_another_robot(server: RunningServer) -> N
 
 
 async def test_api_key_cannot_open_robot_link(server: RunningServer) -> None:
-    """Even an admin key is refused on the robot link."""
+    """The robot link rejects even an admin key."""
     headers = await api_key_headers(server, "admin")
     status, body = await _handshake_error(f"{server.ws_url}/ws/robots/robot-a", headers)
     assert status == 403
@@ -158,7 +158,7 @@ async def test_query_token_not_accepted_on_rest(
 async def test_revoked_credentials_stop_working(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """A revoked key and a removed robot credential are refused at once."""
+    """A revoked key and a removed robot credential are rejected at once."""
     created = await http.post(
         "/api/keys", json={"name": "temp", "role": "viewer"}, headers=admin
     )

@@ -49,7 +49,7 @@ async def _openapi(server: RunningServer, headers: dict[str, str]) -> dict[str, 
 async def test_every_route_rejects_missing_and_wrong_credentials(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """Each operation answers 401 without a credential and with a wrong one."""
+    """Each operation returns 401 without a credential and with a wrong one."""
     operations = _operations(await _openapi(server, admin))
     assert len(operations) >= 10
     for method, path in operations:
@@ -65,7 +65,7 @@ async def test_every_route_rejects_missing_and_wrong_credentials(
 async def test_every_route_rejects_robot_credential(
     server: RunningServer, http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    """A robot credential is refused by every REST operation with 403."""
+    """Every REST operation rejects a robot credential with 403."""
     headers = {"Authorization": f"Bearer {await robot_token(server, 'robot-1')}"}
     for method, path in _operations(await _openapi(server, admin)):
         response = await http.request(method, path, json={}, headers=headers)

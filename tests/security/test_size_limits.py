@@ -207,8 +207,8 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-async def test_auth_off_refused_on_public_address(tmp_path: Path) -> None:
-    """With auth off the server refuses a non-loopback address before binding."""
+async def test_auth_off_rejected_on_public_address(tmp_path: Path) -> None:
+    """With auth off the server rejects a non-loopback address before binding."""
     ensure_safe_listen_address(Settings(host="0.0.0.0", auth_enabled=True))
     ensure_safe_listen_address(Settings(host="127.0.0.1", auth_enabled=False))
     settings = secure_settings(tmp_path, host="0.0.0.0", auth_enabled=False)

@@ -4,8 +4,9 @@ The key comes from exactly one setting: ``jwt_secret`` (HMAC), a PEM public
 key file, or a JWKS file whose ``kid`` entries select the key. The allowed
 algorithms follow from the kind of key, so a token cannot switch a public key
 into an HMAC secret by naming ``HS256`` in its header. Every token must carry
-``exp``, ``iss``, ``aud`` and ``sub``; the role comes from ``jwt_role_claim``,
-a role name or a list of them, of which the highest counts.
+``exp``, ``iss``, ``aud`` and ``sub``. The role comes from the claim named by
+``jwt_role_claim``, which contains a role name or a list of them, and the
+highest known role in it counts.
 """
 
 from __future__ import annotations

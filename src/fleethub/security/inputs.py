@@ -1,8 +1,8 @@
 """Size checks on JSON bodies and query strings, for every route at once.
 
-Routes validate their own fields; these checks bound what any route can be
-sent before it parses anything: string and array lengths, nesting depth,
-page sizes. Each violation raises :class:`InvalidInput` with its own code.
+Routes validate their own fields. These checks run before any route parses
+its input, and bound string and array lengths, nesting depth and page sizes.
+Each violation raises :class:`InvalidInput` with its own code.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _too_deep(settings: Settings) -> InvalidInput:
 
 
 def check_query(query_string: bytes, settings: Settings) -> None:
-    """Raise InvalidInput for a query that is too long or asks for too big a page."""
+    """Raise InvalidInput for a long query or a page larger than ``max_page_size``."""
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
     if len(pairs) > settings.max_list_length:
         raise InvalidInput(

@@ -27,7 +27,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     """Protect every route of ``app``, including routes added after this call.
 
     Middleware added later wraps earlier middleware, so the order is, from the
-    outside in: CORS (answers preflight requests, which carry no credential),
+    outside in: CORS (handles preflight requests, which carry no credential),
     audit (sees the final status of every request), then the security checks.
     """
     app.include_router(router)
