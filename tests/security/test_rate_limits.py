@@ -122,3 +122,19 @@ async def test_unreachable_redis_lets_requests_through(
         await limiter.close()
     assert waits == [None, None]
     assert caplog.messages.count("rate_limit_storage_failed") == 2
+
+
+async def test_failed_credentials_rate_limited_per_address(tmp_path: Path) -> None:
+    """Repeated bad credentials from one address get 429 instead of 401."""
+    settings = secure_settings(tmp_path, rate_limit_api="3/minute")
+    bad = {"Authorization": "Bearer fhk_000000000000_" + "A" * 43}
+    async with running_server(settings, migrate_schema=True) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            statuses = [
+                (await http.get("/api/robots", headers=bad)).status_code
+                for _ in range(4)
+            ]
+            missing = await http.get("/api/robots")
+    assert statuses == [401, 401, 401, 429]
+    assert missing.status_code == 429
+    assert "retry-after" in missing.headers

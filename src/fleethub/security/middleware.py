@@ -122,6 +122,24 @@ async def _check_rate(security: SecurityService, principal: Principal) -> None:
         )
 
 
+async def _authenticate(scope: Scope, security: SecurityService) -> Principal:
+    """Authenticate the request's credential.
+
+    Failures count against the API rate limit of the client's address, so a
+    client that keeps sending bad credentials gets 429 instead of costing a
+    database lookup or a signature check each time.
+    """
+    try:
+        return await security.authenticate(credential_from(scope))
+    except Unauthenticated:
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        await _check_rate(
+            security, Principal(kind="client", subject=address, role=None)
+        )
+        raise
+
+
 def _log_denial(scope: Scope, exc: FleethubError) -> None:
     client = scope.get("client")
     logger.info(
@@ -175,7 +193,7 @@ class SecurityMiddleware:
     async def _principal(self, scope: Scope, security: SecurityService) -> Principal:
         if not self.settings.auth_enabled:
             return ANONYMOUS
-        return await security.authenticate(credential_from(scope))
+        return await _authenticate(scope, security)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body within the size limit, then replay it to the app."""
@@ -230,7 +248,7 @@ class SecurityMiddleware:
             validate_robot_id(access.robot_id)
         if access.public:
             return ANONYMOUS
-        principal = await security.authenticate(credential_from(scope))
+        principal = await _authenticate(scope, security)
         if access.robot_id is not None:
             authorize_robot_link(principal, access.robot_id)
         else:

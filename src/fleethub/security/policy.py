@@ -62,7 +62,7 @@ class AccessPolicy:
         """Return the access rule of an HTTP request."""
         if path in self.public_paths:
             return PUBLIC
-        if path == "/metrics":
+        if path in ("/metrics", "/metrics/"):
             return self.metrics
         if ADMIN_PATHS.fullmatch(path):
             return Access(role=Role.ADMIN)

@@ -39,7 +39,9 @@ class Role(enum.StrEnum):
 
 _RANKS = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
-PrincipalKind = Literal["api_key", "jwt", "robot", "anonymous", "cli"]
+# "client" is the address of a caller whose credential failed, as the rate
+# limiter counts it.
+PrincipalKind = Literal["api_key", "jwt", "robot", "anonymous", "cli", "client"]
 
 
 @dataclass(frozen=True)
