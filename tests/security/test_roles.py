@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import websockets
+from fastapi import FastAPI
 
 from auth_helpers import api_key_headers, robot_headers, robot_token
+from fleethub.api.app import create_app
 from fleethub.cli.server import RunningServer
 from fleethub.client.robot import RobotClient
 from fleethub.models import utcnow
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
 from fleethub.security.policy import AccessPolicy
-from fleethub.security.principals import Role
+from fleethub.security.principals import CLI, Role
 from fleethub.settings import Settings
+from security.support import secure_settings
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -194,3 +199,24 @@ async def test_keys_are_listed_without_secrets(
     assert key not in listing.text
     assert "digest" not in listing.text
     assert {"name": "listed", "role": "operator"}.items() <= listing.json()[-1].items()
+
+
+async def test_root_path_prefix_keeps_admin_rules(tmp_path: Path) -> None:
+    """Behind a proxy prefix, admin paths still need an admin."""
+    app = create_app(secure_settings(tmp_path), migrate_schema=True)
+    transport = httpx.ASGITransport(app=app, root_path="/fleet")
+    async with app.router.lifespan_context(app):
+        headers = await api_key_headers_for_app(app, "viewer")
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as http:
+            keys = await http.get("/fleet/api/keys", headers=headers)
+            robots = await http.get("/fleet/api/robots", headers=headers)
+    assert keys.status_code == 403
+    assert robots.status_code == 200
+
+
+async def api_key_headers_for_app(app: FastAPI, role: str) -> dict[str, str]:
+    store = app.state.services.security.credentials
+    _, key = await store.create_api_key("prefixed", Role(role), CLI)
+    return {"Authorization": f"Bearer {key}"}

@@ -110,6 +110,19 @@ def error_response(exc: FleethubError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
 
+def route_path(scope: Scope) -> str:
+    """Return the path the router matches: without the ``root_path`` prefix.
+
+    Behind a proxy that mounts the API under a prefix, ``scope["path"]``
+    starts with ``root_path``; the access rules are written without it.
+    """
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
 def _security(scope: Scope) -> SecurityService:
     return scope["app"].state.services.security
 
@@ -181,7 +194,7 @@ class SecurityMiddleware:
 
     async def _admit_http(self, scope: Scope) -> None:
         security = _security(scope)
-        access = security.policy.for_http(scope["method"], scope["path"])
+        access = security.policy.for_http(scope["method"], route_path(scope))
         if not access.public:
             principal = await self._principal(scope, security)
             scope.setdefault("state", {})["principal"] = principal
@@ -243,7 +256,7 @@ class SecurityMiddleware:
     async def _admit_websocket(
         self, scope: Scope, security: SecurityService
     ) -> Principal:
-        access = security.policy.for_websocket(scope["path"])
+        access = security.policy.for_websocket(route_path(scope))
         if access.robot_id is not None:
             validate_robot_id(access.robot_id)
         if access.public:
@@ -309,6 +322,10 @@ async def _throttle(
     send: Send, security: SecurityService, principal: Principal
 ) -> None:
     while (wait := await security.limiter.hit(principal)) is not None:
+        logger.info(
+            "websocket_rate_limited",
+            extra={"principal": principal.rate_limit_key, "retry_after_s": wait},
+        )
         frame: dict[str, Any] = {
             "type": "error",
             "code": "rate_limited",
