@@ -1,4 +1,4 @@
-"""Size limits on bodies, JSON values, queries and robot frames, and CORS settings."""
+"""Size limits, CORS settings and the listen-address check."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import httpx
 import pytest
 import websockets
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from auth_helpers import api_key_headers, robot_headers
+from fleethub.cli.main import app as cli
 from fleethub.cli.server import RunningServer, running_server
 from fleethub.errors import InsecureConfiguration
 from fleethub.models import utcnow
@@ -215,3 +217,21 @@ async def test_auth_off_rejected_on_public_address(tmp_path: Path) -> None:
     with pytest.raises(InsecureConfiguration, match="loopback"):
         async with running_server(settings, migrate_schema=True):
             pass
+
+
+def test_serve_rejects_public_address_without_auth() -> None:
+    """``fleethub serve`` exits with an error instead of listening on 0.0.0.0."""
+    env = {"FLEETHUB_AUTH_ENABLED": "false", "FLEETHUB_HOST": "0.0.0.0"}
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"], env=env)
+    assert result.exit_code == 2
+    assert "loopback" in result.output
+
+
+def test_missing_jwt_key_file_rejected(tmp_path: Path) -> None:
+    """A JWT key file that does not exist fails at start-up."""
+    with pytest.raises(ValidationError, match="does not exist"):
+        Settings(
+            jwt_jwks_file=tmp_path / "missing.json",
+            jwt_issuer="https://idp.example.test",
+            jwt_audience="fleethub",
+        )

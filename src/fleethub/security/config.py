@@ -34,6 +34,9 @@ def check_security_settings(settings: Settings) -> None:
         )
     if configured and not (settings.jwt_issuer and settings.jwt_audience):
         raise ValueError("JWT validation needs both jwt_issuer and jwt_audience.")
+    for path in (settings.jwt_public_key_file, settings.jwt_jwks_file):
+        if path is not None and not path.is_file():
+            raise ValueError(f"JWT key file {str(path)!r} does not exist.")
     for name in ("rate_limit_api", "rate_limit_robot"):
         try:
             parse_many(getattr(settings, name))
