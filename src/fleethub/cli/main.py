@@ -153,10 +153,19 @@ def sim(
     rate_hz: Annotated[float, typer.Option(min=0.1, max=100, help="States per second per robot.")] = 5.0,
     time_scale: Annotated[float, typer.Option(min=1, help="Battery speed-up factor.")] = 1.0,
     api_key: ApiKeyOpt = None,
+    token: RobotTokenOpt = None,
 ) -> None:
-    """Run simulated robots against a running server until interrupted."""
+    """Run simulated robots against a running server until interrupted.
+
+    Robots authenticate with credentials issued through ``--api-key``, or,
+    for a single robot (sim-001), with ``--token``.
+    """
     from fleethub.security.provision import issue_robot_tokens
     from fleethub.sim.robots import SimConfig, make_robot, run_robot
+
+    if token is not None and robots != 1:
+        console.print("[red]Error:[/] --token serves one robot; use --api-key for more.")
+        raise typer.Exit(2)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -164,6 +173,8 @@ def sim(
         fleet = [make_robot(i, config) for i in range(robots)]
         robot_ids = [robot.robot_id for robot in fleet]
         tokens = await issue_robot_tokens(url, api_key, robot_ids)
+        if token is not None:
+            tokens = {robot_ids[0]: token}
         tasks = [
             asyncio.create_task(
                 run_robot(robot, url, stop, bearer(tokens.get(robot.robot_id)))
