@@ -1,4 +1,4 @@
-"""The audit log: what it records, who may read it, and that it is append-only."""
+"""The audit log, the credential store on PostgreSQL and the credential CLI."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 from auth_helpers import api_key_headers
 from fleethub.cli.main import app as cli
 from fleethub.cli.server import RunningServer, running_server
+from fleethub.errors import Conflict
 from fleethub.security.audit import AuditEntry, AuditLog
+from fleethub.security.principals import CLI, Role
+from fleethub.security.store import CredentialStore
 from fleethub.storage import migrate
 from fleethub.storage.sql import create_engine
 from security.support import postgres_or_skip, secure_settings
@@ -177,3 +180,26 @@ async def test_cli_manages_credentials(tmp_path: Path) -> None:
         "robots add robot-7",
         f"keys create {key.split('_')[1]}",
     ]
+
+
+@pytest.mark.postgres
+async def test_credential_store_on_postgres(postgres_url: str) -> None:
+    """Keys and robot credentials round-trip on PostgreSQL, conflicts included."""
+    engine = create_engine(postgres_url)
+    try:
+        await migrate.upgrade(engine)
+        store = CredentialStore(engine)
+        info, _ = await store.create_api_key("pg", Role.OPERATOR, CLI)
+        assert (await store.find_api_key(info.key_id)) is not None
+        await store.revoke_api_key(info.key_id)
+        assert (await store.find_api_key(info.key_id)) is None
+        first, _ = await store.issue_robot_credential("pg-robot", CLI)
+        with pytest.raises(Conflict):
+            await store.issue_robot_credential("pg-robot", CLI)
+        second, _ = await store.issue_robot_credential("pg-robot", CLI, replace=True)
+        assert (await store.find_robot_credential(first.credential_id)) is None
+        assert (await store.find_robot_credential(second.credential_id)) is not None
+        await store.revoke_robot_credential("pg-robot")
+        assert await store.list_robot_credentials() == []
+    finally:
+        await engine.dispose()
