@@ -111,7 +111,7 @@ def error_response(exc: FleethubError) -> JSONResponse:
 
 
 def route_path(scope: Scope) -> str:
-    """Return the path the router matches: without the ``root_path`` prefix.
+    """Return the request path without the ``root_path`` prefix, as routing sees it.
 
     Behind a proxy that mounts the API under a prefix, ``scope["path"]``
     starts with ``root_path``; the access rules are written without it.
@@ -291,7 +291,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 async def _deny_websocket(
     scope: Scope, receive: Receive, send: Send, exc: FleethubError
 ) -> None:
-    """Reject a handshake: with the JSON error body where the server supports it."""
+    """Reject a handshake with the JSON error body, or with close code 1008."""
     if "websocket.http.response" in scope.get("extensions", {}):
         await error_response(exc)(scope, receive, send)
     else:
