@@ -14,6 +14,8 @@ file under ``tmp_path``. A test module that needs other settings overrides the
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -80,3 +82,9 @@ async def redis_prefix() -> AsyncIterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
     async with redis_namespace() as prefix:
         yield prefix
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests that are not about security run their loopback servers without
+    # credentials; security tests pass auth_enabled=True and use auth_helpers.
+    os.environ.setdefault("FLEETHUB_AUTH_ENABLED", "false")

@@ -16,7 +16,12 @@ robot link to an ``error`` frame.
     ├── Overloaded              503 / error frame, retry later
     ├── StorageUnavailable      503
     ├── NotReady                503, a readiness check failed
-    └── LiveStateUnavailable    503, Redis (live state) unreachable
+    ├── LiveStateUnavailable    503, Redis (live state) unreachable
+    ├── Unauthenticated         401, missing or invalid credential
+    ├── Forbidden               403, credential lacks the role or robot id
+    ├── RateLimited             429 / error frame, with a retry-after hint
+    ├── PayloadTooLarge         413
+    └── InsecureConfiguration   settings that would expose the server
 """
 
 from __future__ import annotations
@@ -108,3 +113,38 @@ class LiveStateUnavailable(FleethubError):
     code = "live_state_unavailable"
     status_code = 503
     retryable = True
+
+
+class Unauthenticated(FleethubError):
+    """A request without a credential, or with one that is invalid or revoked."""
+
+    code = "unauthenticated"
+    status_code = 401
+
+
+class Forbidden(FleethubError):
+    """A valid credential whose role or robot id does not allow the request."""
+
+    code = "forbidden"
+    status_code = 403
+
+
+class RateLimited(FleethubError):
+    """A credential that sent more requests or messages than its rate limit allows."""
+
+    code = "rate_limited"
+    status_code = 429
+    retryable = True
+
+
+class PayloadTooLarge(FleethubError):
+    """A request body larger than the configured maximum."""
+
+    code = "request_too_large"
+    status_code = 413
+
+
+class InsecureConfiguration(FleethubError):
+    """Settings that would expose the server, rejected at start-up."""
+
+    code = "insecure_configuration"

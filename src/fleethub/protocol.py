@@ -217,6 +217,12 @@ def decode_robot_frame(raw: bytes | str) -> StateUpdate | CommandResponse:
             "Frame is truncated JSON." if "truncated" in text else f"Frame is not valid JSON: {text}."
         )
         raise FrameError("invalid_json", message, None, None) from None
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively; a frame deep
+        # enough to exhaust Python's recursion limit is rejected, not crashed on.
+        raise FrameError(
+            "nesting_too_deep", "Frame nests arrays or objects too deeply.", None, None
+        ) from None
 
 
 def _classify(text: str, path: str | None) -> str:
@@ -232,7 +238,7 @@ def _peek_seq(raw: bytes | str) -> int | None:
     """Return the frame's ``seq`` when it is a plain integer, else None."""
     try:
         value = _loose_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(value, dict):
         seq = value.get("seq")

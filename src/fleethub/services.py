@@ -34,6 +34,7 @@ from fleethub.models import Event, TelemetryRow
 from fleethub.observability.metrics import FleetMetrics
 from fleethub.observability.runtime import Observability, start_observability
 from fleethub.rules.service import RuleService
+from fleethub.security.service import SecurityService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
 from fleethub.storage.commands import SqlCommandStore
@@ -67,6 +68,7 @@ class Services:
     pipeline: IngestPipeline
     links: LinkRegistry
     commands: CommandService
+    security: SecurityService
     missions: MissionService
     lifecycle: LifecycleRunner
     router: BusRouter
@@ -88,6 +90,7 @@ class Services:
         await self.stream.close()
         await self.telemetry_writer.close()
         await self.event_writer.close()
+        await self.security.close()
         await self.bus.close()
         await self.live.close()
         await self.storage.close()
@@ -149,6 +152,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         webhooks=webhooks,
         metrics=metrics,
         **lifecycle,
+        security=SecurityService(settings, storage.engine),
     )
     services.router.start()
     with log_context(component="telemetry_writer"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     mission_default_tolerance_m: float = Field(
         0.5, gt=0, description="Metres within which a waypoint counts as reached."
     )
-    mission_max_waypoints: int = Field(1000, ge=1)
+    mission_max_waypoints: int = Field(500, ge=1)
 
     # API
     max_page_size: int = Field(1000, ge=1, le=100_000)
@@ -202,3 +202,72 @@ class Settings(BaseSettings):
     health_battery_unhealthy_percent: float = Field(
         20.0, ge=0, le=100, description="Unhealthy when the battery is below this (%)."
     )
+
+    # Security: authentication, rate limits, input size limits, CORS
+    auth_enabled: bool = Field(
+        True,
+        description="Require a credential on every route except the probes; "
+        "switching it off is allowed on a loopback address only.",
+    )
+    docs_public: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json without a credential."
+    )
+    metrics_access: str = Field(
+        "viewer",
+        pattern="^(public|viewer|operator|admin)$",
+        description="Role that may read /metrics, or 'public' for none.",
+    )
+    jwt_issuer: str | None = Field(None, description="Required 'iss' claim of JWTs.")
+    jwt_audience: str | None = Field(None, description="Required 'aud' claim of JWTs.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="Shared secret for HS256/HS384/HS512 JWTs."
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key for RS*, PS*, ES* or EdDSA JWTs."
+    )
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS file; the JWT header's 'kid' selects the key."
+    )
+    jwt_role_claim: str = Field(
+        "role", description="Claim holding the role name or a list of role names."
+    )
+    jwt_leeway_s: float = Field(30.0, ge=0, le=600, description="Clock skew allowed.")
+    rate_limit_api: str = Field(
+        "20/second;1000/minute",
+        description="Requests and WebSocket messages per API key or JWT subject, "
+        "in the 'limits' notation, several separated by ';'.",
+    )
+    rate_limit_robot: str = Field(
+        "100/second", description="WebSocket messages per robot, same notation."
+    )
+    rate_limit_key_prefix: str = Field(
+        "fleethub-rl", description="Prefix of the rate-limit counters in Redis."
+    )
+    max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_string_length: int = Field(
+        4096,
+        ge=16,
+        description="Maximum length of a JSON string or key, or a query value.",
+    )
+    max_list_length: int = Field(
+        1000,
+        ge=1,
+        description="Maximum entries in a JSON array or object, and query parameters.",
+    )
+    max_json_depth: int = Field(
+        32, ge=2, description="Maximum nesting depth of a JSON body."
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser.",
+    )
+    cors_allow_credentials: bool = Field(
+        False, description="Let browsers send cookies and HTTP auth on CORS requests."
+    )
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        from fleethub.security.config import check_security_settings
+
+        check_security_settings(self)
+        return self

@@ -212,7 +212,7 @@ async def test_bad_commands_are_rejected_with_codes(
 async def test_non_finite_params_are_rejected(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
-    """NaN or Infinity anywhere in the parameters is an invalid_params error."""
+    """NaN or Infinity anywhere in the body is rejected as invalid JSON."""
     await register_robot(server, "r1")
     bodies = [
         b'{"type": "go_to", "params": {"x": NaN, "y": 1}}',
@@ -225,7 +225,7 @@ async def test_non_finite_params_are_rejected(
             headers={"content-type": "application/json"},
         )
         assert response.status_code == 400
-        assert response.json()["error"] == "invalid_params"
+        assert response.json()["error"] == "invalid_json"
 
 
 async def test_unknown_command_id_is_not_found(http: httpx.AsyncClient) -> None:

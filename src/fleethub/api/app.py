@@ -26,6 +26,7 @@ from fleethub.ids import validate_robot_id
 from fleethub.logs import log_context
 from fleethub.observability.requests import RequestContextMiddleware
 from fleethub.observability.sentry import close_sentry, init_sentry
+from fleethub.security.install import install_security
 from fleethub.services import Services, build_services
 from fleethub.settings import Settings
 from fleethub.transports.websocket import serve_robot
@@ -62,8 +63,10 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
     document_error_responses(app)
+    install_security(app, settings)
+    # Added last, so it runs first: every response, a 401 included, has a request id.
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(robots.router)
     app.include_router(events.router)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ from fleethub.missions.store import OPEN_MISSION_STATUSES, MissionStatus
 from fleethub.client.robot import RobotClient
 from fleethub.replay.carmen import intel_lab_log
 from fleethub.replay.runner import ReplayResult, replay
+from fleethub.security.principals import CLI, Role
 from fleethub.settings import Settings
 from fleethub.sim.robots import SimConfig, make_robot, run_robot
 
 REPLAYED_ROBOT = "intel-lab"
+# The replay sends about 1,000 states per second at --speed 200, far above the
+# default per-robot rate limit, which suits real robots rather than replays.
+DEMO_ROBOT_RATE_LIMIT = "5000/second"
 # Simulated batteries drain this many times faster than real ones, so that a
 # demo of a few minutes still shows robots going to charge.
 DEMO_BATTERY_TIME_SCALE = 20.0
@@ -60,9 +65,13 @@ async def run_demo(
             settings = settings.model_copy(
                 update={"mission_battery_reserve_percent": DEMO_MISSION_RESERVE_PERCENT}
             )
+        settings = _demo_settings(settings)
         async with running_server(settings, migrate_schema=True) as server:
-            _print_banner(console, server, settings)
-            summary = await _run_fleet(server, console, progress, speed, robots, exit_after_replay)
+            credentials = await _issue_credentials(server, robots)
+            _print_banner(console, server, settings, credentials.admin_key)
+            summary = await _run_fleet(
+                server, console, progress, speed, robots, exit_after_replay, credentials
+            )
             _print_summary(console, summary)
             if summary_json is not None:
                 summary_json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -70,8 +79,45 @@ async def run_demo(
     raise AssertionError("unreachable")
 
 
-def _print_banner(console: Console, server: RunningServer, settings: Settings) -> None:
+def _demo_settings(settings: Settings) -> Settings:
+    """Open the API docs and raise the robot rate limit, unless set explicitly."""
+    update: dict[str, Any] = {"docs_public": True}
+    if "FLEETHUB_RATE_LIMIT_ROBOT" not in os.environ:
+        update["rate_limit_robot"] = DEMO_ROBOT_RATE_LIMIT
+    return settings.model_copy(update=update)
+
+
+@dataclass
+class DemoCredentials:
+    """The demo's admin key and its robots' credentials."""
+
+    admin_key: str
+    robot_tokens: dict[str, str]
+
+    def robot_headers(self, robot_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.robot_tokens[robot_id]}"}
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+
+async def _issue_credentials(server: RunningServer, robots: int) -> DemoCredentials:
+    store = server.app.state.services.security.credentials
+    _, admin_key = await store.create_api_key("demo admin", Role.ADMIN, CLI)
+    robot_ids = [REPLAYED_ROBOT] + [f"sim-{index + 1:03d}" for index in range(robots)]
+    tokens = {}
+    for robot_id in robot_ids:
+        _, token = await store.issue_robot_credential(robot_id, CLI, replace=True)
+        tokens[robot_id] = token
+    return DemoCredentials(admin_key, tokens)
+
+
+def _print_banner(
+    console: Console, server: RunningServer, settings: Settings, admin_key: str
+) -> None:
     console.print(f"[bold green]fleethub[/] is serving on {server.http_url}")
+    console.print(f"  Admin key:   {admin_key}")
+    console.print("               (send it as 'Authorization: Bearer <key>')")
     console.print(f"  API docs:    {server.http_url}/docs")
     console.print(f"  Robots:      {server.http_url}/api/robots")
     console.print(f"  Robot link:  {server.ws_url}/ws/robots/<robot_id>")
@@ -85,15 +131,23 @@ async def _run_fleet(
     speed: float,
     robots: int,
     exit_after_replay: bool,
+    credentials: DemoCredentials,
 ) -> dict[str, Any]:
     stop = asyncio.Event()
     # The robots wait at their docks for missions instead of wandering.
     config = SimConfig(time_scale=DEMO_BATTERY_TIME_SCALE, wander=False)
+    fleet = [make_robot(i, config) for i in range(robots)]
     sims = [
-        asyncio.create_task(run_robot(make_robot(i, config), server.ws_url, stop))
-        for i in range(robots)
+        asyncio.create_task(
+            run_robot(
+                robot, server.ws_url, stop, credentials.robot_headers(robot.robot_id)
+            )
+        )
+        for robot in fleet
     ]
-    missions_created = await _create_missions(server, config, robots)
+    missions_created = await _create_missions(
+        server, config, robots, credentials.admin_headers()
+    )
     with progress:
         task = progress.add_task(f"replaying {REPLAYED_ROBOT}", total=None)
         result = await replay(
@@ -102,14 +156,15 @@ async def _run_fleet(
             REPLAYED_ROBOT,
             speed=speed,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            headers=credentials.robot_headers(REPLAYED_ROBOT),
         )
     if not exit_after_replay:
         console.print("Replay done; simulated robots keep running. Ctrl-C stops.")
         await asyncio.Event().wait()
-    await _wait_for_missions(server, MISSION_WAIT_S)
+    await _wait_for_missions(server, MISSION_WAIT_S, credentials.admin_headers())
     stop.set()
     clients = await asyncio.gather(*sims)
-    summary = await _summary(server, result, clients)
+    summary = await _summary(server, result, clients, credentials.admin_key)
     counts = await server.app.state.services.missions.store.mission_counts()
     summary["missions"] = {
         "created": missions_created,
@@ -131,21 +186,23 @@ def demo_missions(config: SimConfig, robots: int) -> list[dict[str, Any]]:
 
 
 async def _create_missions(
-    server: RunningServer, config: SimConfig, robots: int
+    server: RunningServer, config: SimConfig, robots: int, headers: dict[str, str]
 ) -> int:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
         for request in demo_missions(config, robots):
             response = await http.post("/api/missions", json=request)
             response.raise_for_status()
     return robots * DEMO_MISSIONS_PER_ROBOT
 
 
-async def _wait_for_missions(server: RunningServer, timeout_s: float) -> None:
+async def _wait_for_missions(
+    server: RunningServer, timeout_s: float, headers: dict[str, str]
+) -> None:
     """Poll until no mission is open, or ``timeout_s`` passes (they then time out)."""
     open_statuses = [("status", status.value) for status in OPEN_MISSION_STATUSES]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
         while loop.time() < deadline:
             response = await http.get("/api/missions", params=open_statuses)
             if not response.json()["items"]:
@@ -154,12 +211,16 @@ async def _wait_for_missions(server: RunningServer, timeout_s: float) -> None:
 
 
 async def _summary(
-    server: RunningServer, result: ReplayResult, clients: list[RobotClient]
+    server: RunningServer,
+    result: ReplayResult,
+    clients: list[RobotClient],
+    admin_key: str,
 ) -> dict[str, Any]:
     services = server.app.state.services
     await services.telemetry_writer.wait_idle(30)
     await services.event_writer.wait_idle(30)
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
         robots = (await http.get("/api/robots")).json()
         analytics = (await http.get(f"/api/robots/{REPLAYED_ROBOT}/analytics")).json()
     sent = result.stats.sent + sum(client.stats.sent for client in clients)

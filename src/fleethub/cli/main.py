@@ -16,7 +16,9 @@ import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fleethub.errors import InsecureConfiguration
 from fleethub.logs import configure_logging
+from fleethub.security.cli import keys_app, robots_app
 from fleethub.settings import Settings
 
 app = typer.Typer(help="fleethub: a backend for fleets of mobile robots.", no_args_is_help=True)
@@ -33,6 +35,29 @@ RedisOpt = Annotated[
     str | None,
     typer.Option(help="Redis URL for live state and the bus [FLEETHUB_REDIS_URL]."),
 ]
+
+# Credentials of the robot clients (replay, sim) and the credential commands.
+RobotTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="FLEETHUB_ROBOT_TOKEN",
+        help="The robot's credential, from 'fleethub robots add'.",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="FLEETHUB_API_KEY",
+        help="Admin API key; each simulated robot gets a new credential through it.",
+    ),
+]
+app.add_typer(keys_app, name="keys")
+app.add_typer(robots_app, name="robots")
+
+
+def bearer(token: str | None) -> dict[str, str] | None:
+    """Return the robot link's Authorization header for ``token``, if any."""
+    return {"Authorization": f"Bearer {token}"} if token else None
 
 
 def build_settings(**overrides: Any) -> Settings:
@@ -55,6 +80,7 @@ def serve(
     from fleethub.api.app import create_app
     from fleethub.cli.checks import exit_unless_schema_current
     from fleethub.cli.server import uvicorn_config
+    from fleethub.security.config import ensure_safe_listen_address
 
     settings = build_settings(
         host=host,
@@ -64,9 +90,15 @@ def serve(
         redis_url=redis_url,
     )
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        ensure_safe_listen_address(settings)
+    except InsecureConfiguration as exc:
+        console.print(f"[red]Error:[/] {exc.message}")
+        raise typer.Exit(2) from None
     if not migrate:
         exit_unless_schema_current(settings, console)
-    uvicorn.Server(uvicorn_config(create_app(settings, migrate_schema=migrate), settings)).run()
+    config = uvicorn_config(create_app(settings, migrate_schema=migrate), settings)
+    uvicorn.Server(config).run()
 
 
 @app.command()
@@ -105,6 +137,7 @@ def replay(
     robot_id: Annotated[str, typer.Option(help="Robot id to replay as.")] = "intel-lab",
     speed: Annotated[float, typer.Option(help="Replay rate against the log's clock; 0 sends as fast as acknowledged.")] = 10.0,
     url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
+    token: RobotTokenOpt = None,
 ) -> None:
     """Stream a CARMEN log to a running server as one robot."""
     from fleethub.replay.carmen import intel_lab_log
@@ -116,7 +149,7 @@ def replay(
         with _progress() as progress:
             task = progress.add_task(f"replaying {robot_id}", total=None)
             result = await run_replay(
-                source, url, robot_id, speed=speed,
+                source, url, robot_id, speed=speed, headers=bearer(token),
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
             )
         console.print(
@@ -133,16 +166,34 @@ def sim(
     url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
     rate_hz: Annotated[float, typer.Option(min=0.1, max=100, help="States per second per robot.")] = 5.0,
     time_scale: Annotated[float, typer.Option(min=1, help="Battery speed-up factor.")] = 1.0,
+    api_key: ApiKeyOpt = None,
+    token: RobotTokenOpt = None,
 ) -> None:
-    """Run simulated robots against a running server until interrupted."""
+    """Run simulated robots against a running server until interrupted.
+
+    Robots authenticate with credentials issued through ``--api-key``, or,
+    for a single robot (sim-001), with ``--token``.
+    """
+    from fleethub.security.provision import issue_robot_tokens
     from fleethub.sim.robots import SimConfig, make_robot, run_robot
+
+    if token is not None and robots != 1:
+        console.print("[red]Error:[/] --token serves one robot; use --api-key for more.")
+        raise typer.Exit(2)
 
     async def run() -> None:
         stop = asyncio.Event()
         config = SimConfig(rate_hz=rate_hz, time_scale=time_scale)
+        fleet = [make_robot(i, config) for i in range(robots)]
+        robot_ids = [robot.robot_id for robot in fleet]
+        tokens = await issue_robot_tokens(url, api_key, robot_ids)
+        if token is not None:
+            tokens = {robot_ids[0]: token}
         tasks = [
-            asyncio.create_task(run_robot(make_robot(i, config), url, stop))
-            for i in range(robots)
+            asyncio.create_task(
+                run_robot(robot, url, stop, bearer(tokens.get(robot.robot_id)))
+            )
+            for robot in fleet
         ]
         console.print(f"Running {robots} simulated robots against {url}; Ctrl-C stops.")
         await asyncio.gather(*tasks)

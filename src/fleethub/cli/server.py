@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fleethub.api.app import create_app
+from fleethub.security.config import ensure_safe_listen_address
 from fleethub.settings import Settings
 
 # The transport's hard frame limit sits above the protocol's, so an oversized
@@ -18,7 +19,8 @@ HARD_FRAME_LIMIT_FACTOR = 4
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
-    """Build the uvicorn configuration fleethub runs with."""
+    """Build the uvicorn configuration; raise InsecureConfiguration if unsafe."""
+    ensure_safe_listen_address(settings)
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -1,0 +1,140 @@
+"""Rate limits per API key and per robot, in one process and across two."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from auth_helpers import api_key, api_key_headers, robot_headers
+from fleethub.cli.server import running_server
+from fleethub.client.robot import RobotClient
+from fleethub.models import utcnow
+from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
+from fleethub.security.principals import Principal, Role
+from fleethub.security.ratelimit import build_rate_limiter
+from fleethub.settings import Settings
+from security.support import redis_url_or_skip, secure_settings, unique_prefix
+
+
+def state(seconds_ago: float) -> RobotState:
+    return RobotState(
+        timestamp=utcnow() - timedelta(seconds=seconds_ago),
+        position=Position(x=0, y=0),
+        orientation=Orientation(yaw=0),
+        velocity=Velocity(linear=0),
+        status=RobotStatus.IDLE,
+    )
+
+
+async def test_http_rate_limit_per_key(tmp_path: Path) -> None:
+    """The request past the limit gets 429 with Retry-After; other keys go on."""
+    settings = secure_settings(tmp_path, rate_limit_api="3/minute")
+    async with running_server(settings, migrate_schema=True) as server:
+        first = await api_key_headers(server, "viewer")
+        second = await api_key_headers(server, "viewer")
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            statuses = [
+                (await http.get("/api/robots", headers=first)).status_code
+                for _ in range(3)
+            ]
+            limited = await http.get("/api/robots", headers=first)
+            other = await http.get("/api/robots", headers=second)
+    assert statuses == [200, 200, 200]
+    assert limited.status_code == 429
+    assert limited.json()["error"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert 0 < limited.json()["details"]["retry_after_s"] <= 60
+    assert other.status_code == 200
+
+
+async def test_websocket_messages_rate_limited_without_loss(tmp_path: Path) -> None:
+    """Past the robot's limit it gets rate_limited frames and every state is stored."""
+    settings = secure_settings(tmp_path, rate_limit_robot="4/second")
+    async with running_server(settings, migrate_schema=True) as server:
+        headers = await robot_headers(server, "fast-robot")
+        async with RobotClient(server.ws_url, "fast-robot", headers=headers) as client:
+            for index in range(8):
+                await client.send_state(state(seconds_ago=10 - index))
+            await client.flush(30)
+        stored = await server.app.state.services.storage.count_telemetry("fast-robot")
+    limited = [frame for frame in client.errors if frame.code == "rate_limited"]
+    assert limited
+    assert 0 < limited[0].details["retry_after_s"] <= 1
+    assert limited[0].retryable
+    assert client.stats.acked == 8
+    assert client.stats.rejected == {}
+    assert stored == 8
+
+
+async def test_rate_limit_shared_across_processes(tmp_path: Path) -> None:
+    """Two servers on one Redis count one key's requests against one budget."""
+    prefix = unique_prefix()
+    settings = secure_settings(
+        tmp_path,
+        redis_url=redis_url_or_skip(),
+        rate_limit_key_prefix=prefix,
+        rate_limit_api="4/minute",
+    )
+    try:
+        async with (
+            running_server(settings, migrate_schema=True) as first,
+            running_server(settings) as second,
+        ):
+            headers = {"X-API-Key": await api_key(first, "viewer")}
+            statuses = []
+            for server in (first, second, first, second, first, second):
+                async with httpx.AsyncClient(base_url=server.http_url) as http:
+                    statuses.append(
+                        (await http.get("/api/robots", headers=headers)).status_code
+                    )
+    finally:
+        await _delete_keys(settings.redis_url, prefix)
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+async def _delete_keys(url: str | None, prefix: str) -> None:
+    assert url is not None
+    client = redis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        assert keys, "the limiter stored no counters under the test's prefix"
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_unreachable_redis_lets_requests_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When Redis is down, the limiter allows the hit and logs the failure."""
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", rate_limit_api="1/minute")
+    limiter = build_rate_limiter(settings)
+    principal = Principal(kind="api_key", subject="k", role=Role.VIEWER)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fleethub.security.ratelimit"):
+            waits = [await limiter.hit(principal) for _ in range(2)]
+    finally:
+        await limiter.close()
+    assert waits == [None, None]
+    assert caplog.messages.count("rate_limit_storage_failed") == 2
+
+
+async def test_failed_credentials_rate_limited_per_address(tmp_path: Path) -> None:
+    """Repeated bad credentials from one address get 429 instead of 401."""
+    settings = secure_settings(tmp_path, rate_limit_api="3/minute")
+    bad = {"Authorization": "Bearer fhk_000000000000_" + "A" * 43}
+    async with running_server(settings, migrate_schema=True) as server:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            statuses = [
+                (await http.get("/api/robots", headers=bad)).status_code
+                for _ in range(4)
+            ]
+            missing = await http.get("/api/robots")
+    assert statuses == [401, 401, 401, 429]
+    assert missing.status_code == 429
+    assert "retry-after" in missing.headers
