@@ -1,6 +1,6 @@
 """Compare COPY and multi-row INSERT for telemetry batches on PostgreSQL.
 
-Usage: python bench/telemetry_copy.py postgresql+asyncpg://postgres@127.0.0.1/DB
+Usage: python benchmarks/telemetry_copy.py postgresql+asyncpg://postgres@127.0.0.1/DB
 
 The database must be empty and migrated. Writes ``--rows`` rows (180-beam
 scans, like the bundled Intel Research Lab log) in batches of ``--batch``

@@ -9,7 +9,14 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from fleethub.protocol import RobotState
+from fleethub.protocol import (
+    Lidar,
+    Orientation,
+    Position,
+    RobotState,
+    RobotStatus,
+    Velocity,
+)
 
 
 def utcnow() -> datetime:
@@ -54,6 +61,20 @@ class TelemetryRow(NamedTuple):
             state.status.value,
             lidar.min_valid_range() if lidar is not None else None,
             lidar.ranges if lidar is not None else None,
+        )
+
+
+    def to_state(self) -> RobotState:
+        """Rebuild the robot state this row was stored from."""
+        lidar = Lidar(ranges=self.lidar_ranges) if self.lidar_ranges is not None else None
+        return RobotState(
+            timestamp=self.ts,
+            position=Position(x=self.x, y=self.y, z=self.z),
+            orientation=Orientation(yaw=self.yaw, roll=self.roll, pitch=self.pitch),
+            velocity=Velocity(linear=self.linear, angular=self.angular),
+            status=RobotStatus(self.status),
+            battery=self.battery,
+            lidar=lidar,
         )
 
 

@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from fleethub.cli.server import RunningServer
+from fleethub.cli.server import RunningServer, running_server
 from fleethub.client.robot import RobotClient
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
-from support import base_time, iso, make_state, wait_for
+from fleethub.settings import Settings
+from support import base_time, iso, make_state, open_robot_socket, wait_for
 
 T0 = base_time()
 ERROR_KEYS = {"error", "message", "details"}
@@ -393,3 +394,24 @@ async def test_command_invalid_type_400(
         response = await http.post("/api/robots/r1/commands", json={"type": "go home"})
 
     assert_error(response, 400, "invalid_command_type")
+
+
+async def test_robots_after_restart_show_stored_state(settings: Settings) -> None:
+    """After a restart, offline robots are listed with their newest stored state."""
+    async with running_server(settings, migrate_schema=True) as first:
+        async with open_robot_socket(first.ws_url, "r1") as robot:
+            for seq in range(1, 4):
+                await robot.send_state(seq, make_state(at(seq - 1), battery=60.0 + seq))
+            await robot.wait_ack(3)
+    async with (
+        running_server(settings) as second,
+        httpx.AsyncClient(base_url=second.http_url) as http,
+    ):
+        listed = (await http.get("/api/robots")).json()
+        state = (await http.get("/api/robots/r1/state")).json()
+
+    assert [robot["robot_id"] for robot in listed] == ["r1"]
+    assert listed[0]["online"] is False
+    assert listed[0]["state"]["battery"] == 63.0
+    assert state["last_seen"] == listed[0]["last_seen"]
+    assert state["state"]["timestamp"] == iso(at(2))

@@ -80,6 +80,10 @@ async def test_count_and_last_time(storage: SqlStorage) -> None:
     assert await storage.count_telemetry() == 3
     assert await storage.last_telemetry_time("r1") == T0 + timedelta(seconds=7)
     assert await storage.last_telemetry_time("missing") is None
+    latest = await storage.latest_telemetry("r1")
+    assert latest is not None
+    assert latest.ts == T0 + timedelta(seconds=7)
+    assert await storage.latest_telemetry("missing") is None
 
 
 async def test_telemetry_across_days(storage: SqlStorage) -> None:

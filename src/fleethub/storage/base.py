@@ -32,6 +32,9 @@ class Storage(Protocol):
     async def write_telemetry(self, rows: Sequence[TelemetryRow]) -> None:
         """Store rows in one transaction: all of them or none."""
 
+    async def latest_telemetry(self, robot_id: str) -> TelemetryRow | None:
+        """Return the robot's newest stored row, or None."""
+
     async def last_telemetry_time(self, robot_id: str) -> datetime | None:
         """Return the timestamp of the robot's newest stored state."""
 

@@ -162,6 +162,18 @@ class SqlStorage:
             )
             return _utc(result.scalar())
 
+    async def latest_telemetry(self, robot_id: str) -> TelemetryRow | None:
+        """Return the robot's newest stored row, found through the (robot, ts) index."""
+        query = (
+            select(telemetry)
+            .where(telemetry.c.robot_id == robot_id)
+            .order_by(telemetry.c.ts.desc())
+            .limit(1)
+        )
+        async with self._connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _telemetry_row(row)
+
     async def telemetry(
         self,
         robot_id: str,

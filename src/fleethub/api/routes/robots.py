@@ -29,22 +29,37 @@ async def _known_robot(services: Services, robot_id: str) -> RobotSnapshot | Non
     return snapshot
 
 
+async def _stored_snapshot(services: Services, robot_id: str) -> RobotSnapshot:
+    """Describe an offline robot from its newest stored state.
+
+    The live state forgets robots when the process restarts (in memory) or when
+    their keys expire (Redis); the history still knows where each one was.
+    """
+    row = await services.storage.latest_telemetry(robot_id)
+    if row is None:
+        return RobotSnapshot(robot_id=robot_id, online=False)
+    return RobotSnapshot(
+        robot_id=robot_id, online=False, last_seen=row.ts, state=row.to_state()
+    )
+
+
 @router.get("")
 async def list_robots(services: ServicesDep) -> list[dict[str, Any]]:
     """List every known robot with its presence, last-seen time and latest state."""
     live = {snapshot.robot_id: snapshot for snapshot in await services.live.all()}
     robot_ids = sorted(set(live) | set(await services.storage.robot_ids()))
-    return [
-        _snapshot(live.get(robot_id) or RobotSnapshot(robot_id=robot_id, online=False))
-        for robot_id in robot_ids
-    ]
+    snapshots = []
+    for robot_id in robot_ids:
+        snapshot = live.get(robot_id) or await _stored_snapshot(services, robot_id)
+        snapshots.append(_snapshot(snapshot))
+    return snapshots
 
 
 @router.get("/{robot_id}/state", responses=error_responses(400, 404))
 async def robot_state(robot_id: RobotId, services: ServicesDep) -> dict[str, Any]:
     """Return the robot's presence and latest state."""
     snapshot = await _known_robot(services, robot_id)
-    return _snapshot(snapshot or RobotSnapshot(robot_id=robot_id, online=False))
+    return _snapshot(snapshot or await _stored_snapshot(services, robot_id))
 
 
 @router.get("/{robot_id}/telemetry", responses=error_responses(400, 404))
