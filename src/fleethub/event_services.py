@@ -6,11 +6,14 @@ few lines; the start and close order lives here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from purgatory import AsyncCircuitBreakerFactory
 
 from fleethub.bus.base import EventBus
 from fleethub.ingest.pipeline import IngestPipeline
+from fleethub.observability.metrics import FleetMetrics
 from fleethub.rules.engine import RuleEngine
 from fleethub.rules.loader import load_rules
 from fleethub.rules.service import CommandSender, RuleService
@@ -27,8 +30,16 @@ def build_rule_engine(settings: Settings) -> RuleEngine:
     return RuleEngine(load_rules(settings.rules_file, settings.offline_after_s))
 
 
-def build_webhooks(settings: Settings, storage: SqlStorage) -> WebhookService:
+def build_webhooks(
+    settings: Settings, storage: SqlStorage, metrics: FleetMetrics | None = None
+) -> WebhookService:
     store = WebhookStore(storage.engine)
+
+    async def record(delivery: dict[str, Any]) -> None:
+        await store.record(delivery)
+        if metrics is not None:
+            metrics.observe_webhook_attempt(delivery["outcome"], delivery["status_code"])
+
     breakers = AsyncCircuitBreakerFactory(
         default_threshold=settings.webhook_breaker_threshold,
         default_ttl=settings.webhook_breaker_reset_s,
@@ -42,7 +53,7 @@ def build_webhooks(settings: Settings, storage: SqlStorage) -> WebhookService:
     client = httpx.AsyncClient(follow_redirects=False)
     return WebhookService(
         store,
-        Deliverer(client, policy, breakers, store.record),
+        Deliverer(client, policy, breakers, record),
         breakers,
         breaker_reset_s=settings.webhook_breaker_reset_s,
         retry_pause_s=settings.webhook_retry_pause_s,
@@ -66,10 +77,11 @@ async def start_event_services(
     bus: EventBus,
     pipeline: IngestPipeline,
     commands: CommandSender,
+    metrics: FleetMetrics | None = None,
 ) -> tuple[RuleService, StreamHub, WebhookService]:
     """Build and start the rules, the stream hub and the webhooks, in that order."""
     stream = build_stream(settings, bus)
-    webhooks = build_webhooks(settings, storage)
+    webhooks = build_webhooks(settings, storage, metrics)
     rules = RuleService(
         pipeline.rules,
         RuleStore(storage.engine),

@@ -135,7 +135,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     lifecycle = _build_lifecycle(settings, storage, live, bus, pipeline, router)
     commands = lifecycle["commands"]
     rules, stream, webhooks = await start_event_services(
-        settings, storage, bus, pipeline, commands
+        settings, storage, bus, pipeline, commands, metrics
     )
     services = Services(
         settings=settings,
@@ -161,6 +161,7 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         event_writer.start()
     await services.missions.start()
     services.lifecycle.start()
+    pipeline.event_listeners.append(metrics.observe_lifecycle_event)
     services.observability = start_observability(services)
     logger.info("services_started", extra={"node_id": services.node_id})
     return services

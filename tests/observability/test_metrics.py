@@ -211,3 +211,17 @@ async def test_subscriber_drops_survive_unsubscribe(
     assert sample(during, "fleethub_bus_subscriber_drops_total") == 2
     assert sample(after, "fleethub_bus_subscribers") == before
     assert sample(after, "fleethub_bus_subscriber_drops_total") == 2
+
+
+async def test_command_states_counted(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    """Each command transition moves the commands counter for the state entered."""
+    await server.app.state.services.storage.ensure_robot("parked", utcnow())
+    response = await http.post("/api/robots/parked/commands", json={"type": "stop"})
+    await http.post(f"/api/commands/{response.json()['command_id']}/cancel")
+    samples = await scrape(http)
+
+    assert sample(samples, "fleethub_commands_total", state="queued") == 1
+    assert sample(samples, "fleethub_commands_total", state="cancelled") == 1
+    assert sample(samples, "fleethub_commands_total", state="sent") is None

@@ -141,7 +141,11 @@ async def test_failed_delivery_is_retried(tmp_path: Path, database_url: str) -> 
         items = await wait_until(
             lambda: _with_outcome(deliveries(http, hook["webhook_id"]), "delivered")
         )
+        counted = server.app.state.services.metrics.registry.get_sample_value
 
+    assert counted("fleethub_webhook_deliveries_total", {"outcome": "failure"}) == 2
+    assert counted("fleethub_webhook_deliveries_total", {"outcome": "success"}) == 1
+    assert counted("fleethub_webhook_failures_total", {"reason": "status"}) == 2
     assert outcomes(items) == ["failed", "failed", "delivered"]
     assert [item["attempt"] for item in items] == [1, 2, 3]
     assert items[0]["status_code"] == 500

@@ -35,6 +35,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fleethub.commands.store import CommandStatus
+from fleethub.missions.store import MissionStatus
+from fleethub.models import Event
+
 if TYPE_CHECKING:
     from fleethub.ingest.writer import BatchWriter
     from fleethub.services import Services
@@ -66,6 +70,20 @@ class BusStats(Protocol):
     def subscriptions(self) -> set[object]: ...
 
     def dropped_total(self) -> int: ...
+
+
+# Events the command and mission services emit on each transition, mapped to
+# the state entered. Both sets are closed, so the label stays bounded.
+_COMMAND_EVENT_STATES = {f"command_{status.value}": status.value for status in CommandStatus}
+_MISSION_EVENT_STATES = {
+    "mission_created": MissionStatus.PENDING.value,
+    "mission_assigned": MissionStatus.ASSIGNED.value,
+    "mission_started": MissionStatus.ACTIVE.value,
+    "mission_completed": MissionStatus.COMPLETED.value,
+    "mission_failed": MissionStatus.FAILED.value,
+    "mission_cancelled": MissionStatus.CANCELLED.value,
+    "mission_timed_out": MissionStatus.TIMED_OUT.value,
+}
 
 
 class FleetMetrics:
@@ -163,6 +181,33 @@ class FleetMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
+
+    def observe_lifecycle_event(self, event: Event) -> None:
+        """Count command and mission state changes from the events they emit."""
+        command_state = _COMMAND_EVENT_STATES.get(event.type)
+        if command_state is not None:
+            self.commands_total.labels(state=command_state).inc()
+            return
+        mission_state = _MISSION_EVENT_STATES.get(event.type)
+        if mission_state is not None:
+            self.missions_total.labels(state=mission_state).inc()
+
+    def observe_webhook_attempt(self, outcome: str, status_code: int | None) -> None:
+        """Count one webhook delivery attempt as recorded by the deliverer.
+
+        ``outcome`` is ``delivered``, ``failed`` or ``circuit_open``; a failure
+        with an HTTP status is a ``status`` failure, one without is a
+        ``connection`` failure (timeouts included).
+        """
+        if outcome == "delivered":
+            self.webhook_deliveries_total.labels(outcome="success").inc()
+            return
+        self.webhook_deliveries_total.labels(outcome="failure").inc()
+        if outcome == "circuit_open":
+            reason = "circuit_open"
+        else:
+            reason = "status" if status_code is not None else "connection"
+        self.webhook_failures_total.labels(reason=reason).inc()
 
     def flush_observer(self, writer: str) -> Callable[[int, float], None]:
         """Return a ``BatchWriter`` ``on_flush`` hook feeding the flush histograms."""
