@@ -9,7 +9,8 @@ at the same time never see each other's data.
 The servers default to the standard ports on 127.0.0.1; the environment
 variables ``FLEETHUB_TEST_POSTGRES_HOST``, ``FLEETHUB_TEST_POSTGRES_PORT``,
 ``FLEETHUB_TEST_POSTGRES_USER``, ``FLEETHUB_TEST_REDIS_HOST`` and
-``FLEETHUB_TEST_REDIS_PORT`` override them.
+``FLEETHUB_TEST_REDIS_PORT``, ``FLEETHUB_TEST_MQTT_HOST`` and
+``FLEETHUB_TEST_MQTT_PORT`` override them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ POSTGRES_USER = os.environ.get("FLEETHUB_TEST_POSTGRES_USER", "postgres")
 REDIS_HOST = os.environ.get("FLEETHUB_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("FLEETHUB_TEST_REDIS_PORT", "6379"))
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+MQTT_HOST = os.environ.get("FLEETHUB_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("FLEETHUB_TEST_MQTT_PORT", "1883"))
 
 
 def is_listening(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -57,6 +60,10 @@ def require_postgres() -> None:
 
 def require_redis() -> None:
     require_server("Redis", REDIS_HOST, REDIS_PORT)
+
+
+def require_mqtt() -> None:
+    require_server("The MQTT broker", MQTT_HOST, MQTT_PORT)
 
 
 def free_port() -> int:
