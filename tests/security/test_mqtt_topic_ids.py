@@ -41,7 +41,7 @@ async def test_accepted_ids_are_single_topic_levels() -> None:
     }
     received: dict[str, list[str]] = {robot_id: [] for robot_id in ACCEPTED_IDS}
     async with aiomqtt.Client(MQTT_HOST, MQTT_PORT) as client:
-        for robot_id, topic in topics.items():
+        for topic in topics.values():
             await client.subscribe(topic, qos=1)
         for robot_id, topic in topics.items():
             await client.publish(topic, robot_id.encode(), qos=1)
