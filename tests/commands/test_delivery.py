@@ -116,6 +116,36 @@ async def test_expired_command_is_never_delivered(
     assert "command_expired" in events.types(command_id=short["command_id"])
 
 
+async def test_sweep_delivers_command_stranded_in_queue(
+    server: RunningServer, events: EventWatch
+) -> None:
+    """A queued command stranded by a lost forward goes out on the next sweep."""
+    services = services_of(server)
+    robot = RecordingRobot()
+    client = await connect(server, "r1", robot)
+    lost_route = services.commands.router
+
+    class Unreachable:
+        def holds(self, robot_id: str) -> bool:
+            return lost_route.holds(robot_id)
+
+        async def deliver(self, robot_id: str, payload: dict) -> bool:
+            return False
+
+    services.commands.router = Unreachable()
+    command, _ = await services.commands.submit("r1", "note", {})
+    services.commands.router = lost_route
+    assert robot.received == []
+
+    await services.lifecycle.run_sweeps(later(1))
+    delivered = await robot.next_command()
+    await events.wait_for("command_succeeded", command_id=command.command_id)
+    await client.close()
+
+    assert command.status == "queued"
+    assert delivered["command_id"] == command.command_id
+
+
 async def test_unacknowledged_command_resent_after_reconnect(
     server: RunningServer, http: httpx.AsyncClient, events: EventWatch
 ) -> None:

@@ -30,6 +30,9 @@ class LocalRouter:
     def __init__(self, links: LinkRegistry) -> None:
         self.links = links
 
+    def holds(self, robot_id: str) -> bool:
+        return self.links.get(robot_id) is not None
+
     async def deliver(self, robot_id: str, payload: dict[str, Any]) -> bool:
         link = self.links.get(robot_id)
         if link is None:

@@ -231,7 +231,11 @@ class CommandService:
         await self._changed(updated, result=result.result)
 
     async def sweep(self, now: datetime | None = None) -> None:
-        """Expire queued commands and requeue (or fail) unacknowledged ones.
+        """Expire, resend and deliver what the timers and lost messages left behind.
+
+        Expires queued commands past their time to live, requeues (or fails)
+        unacknowledged ones, and delivers queued commands of robots whose link
+        is in this process.
 
         The background lifecycle task calls this with the current time; tests
         call it with a later time instead of waiting.
@@ -250,6 +254,12 @@ class CommandService:
         for command in await self.store.unacknowledged(now - timeout):
             if await self._retry_or_give_up(command, now):
                 robots.add(command.robot_id)
+        # A command queued while its robot was connected elsewhere, or whose
+        # forward over the bus was lost, waits here for the process that holds
+        # the link.
+        for robot_id in await self.store.robots_with_queued(now):
+            if self.router.holds(robot_id):
+                robots.add(robot_id)
         for robot_id in sorted(robots):
             await self.deliver_pending(robot_id)
 

@@ -138,6 +138,9 @@ class CommandStore(Protocol):
     async def deliverable(self, robot_id: str, now: datetime) -> list[Command]:
         """Return queued, unexpired commands by priority (high first), then ``seq``."""
 
+    async def robots_with_queued(self, now: datetime) -> list[str]:
+        """Return the ids of robots that have queued, unexpired commands."""
+
     async def transition(
         self,
         command_id: str,

@@ -123,6 +123,19 @@ class SqlCommandStore:
         )
         return await self._many(query)
 
+    async def robots_with_queued(self, now: datetime) -> list[str]:
+        query = (
+            select(commands.c.robot_id)
+            .where(
+                commands.c.status == CommandStatus.QUEUED,
+                (commands.c.expires_at.is_(None)) | (commands.c.expires_at > now),
+            )
+            .distinct()
+            .order_by(commands.c.robot_id)
+        )
+        async with self._connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
     async def transition(
         self,
         command_id: str,

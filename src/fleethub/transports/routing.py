@@ -9,8 +9,8 @@ Otherwise the live state names the process connected to the robot
 
 The command itself is stored in the shared database before it is routed,
 so a request lost on the bus costs nothing but time: the command stays
-``queued`` and is delivered when the robot reconnects or the lifecycle
-sweep resends it. The robot's ``command_response`` can arrive at any process,
+``queued``, and the lifecycle sweep of the process holding the robot's link
+delivers it (or the robot's next reconnect does). The robot's ``command_response`` can arrive at any process,
 which updates the same stored command.
 
 A robot that reconnects to another process leaves its old socket here until
@@ -109,6 +109,9 @@ class BusRouter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def holds(self, robot_id: str) -> bool:
+        return self.local.holds(robot_id)
 
     async def deliver(self, robot_id: str, payload: dict[str, Any]) -> bool:
         if await self.local.deliver(robot_id, payload):
