@@ -179,7 +179,10 @@ async def handle(connection: ServerConnection, writer: Writer) -> None:
     path = connection.request.path
     robot_id = path.rsplit("/", 1)[-1]
     await connection.send(
-        '{"type":"welcome","robot_id":"%s","last_timestamp":null}' % robot_id
+        msgspec.json.encode(
+            {"type": "welcome", "robot_id": robot_id, "last_timestamp": None}
+        ),
+        text=True,
     )
     try:
         async for raw in connection:

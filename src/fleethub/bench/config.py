@@ -51,6 +51,9 @@ class BenchConfig:
     robots: int = 50
     step_s: float = 2.0
     refine: bool = False
+    baseline_scenarios: tuple[str, ...] = ("ingest", "connections", "analytics")
+    start_rate: float | None = None
+    max_rate: float = 200_000.0
     fanout_cases: tuple[tuple[int, float], ...] = ((10, 1000.0), (100, 100.0))
     connections: int = 500
     connection_step_s: float = 5.0
@@ -91,9 +94,11 @@ class BenchConfig:
             **kwargs,
         )
 
-    def server_kinds(self) -> list[str]:
-        """Return fleethub plus the baselines whose scripts exist."""
+    def server_kinds(self, scenario: str = "ingest") -> list[str]:
+        """Return fleethub plus the baselines whose scripts exist for ``scenario``."""
         kinds = ["fleethub"]
+        if scenario not in self.baseline_scenarios:
+            return kinds
         for kind in SERVER_KINDS[1:]:
             if self.baseline_script(kind) is not None:
                 kinds.append(kind)
@@ -105,10 +110,25 @@ class BenchConfig:
         script = self.baselines_dir / f"{kind}_server.py"
         return script if script.is_file() else None
 
-    def server_spec(self, kind: str, database_url: str, *, redis: bool = False) -> ServerSpec:
+    def ramp_start(self, kind: str) -> float:
+        """Return the first ramp step for ``kind``, msg/s."""
+        return self.start_rate if self.start_rate is not None else START_RATES[kind]
+
+    def uses_redis(self, kind: str) -> bool:
+        """Return whether ``kind`` keeps its latest state in Redis in this run."""
+        if self.redis_url is None:
+            return False
+        if kind == "fleethub":
+            return redis_live_state_available()
+        return kind == "tutorial"
+
+    def server_spec(
+        self, kind: str, database_url: str, *, redis: bool = False
+    ) -> ServerSpec:
         """Describe how to start ``kind`` on ``database_url``."""
         if kind == "fleethub":
-            env = {"FLEETHUB_REDIS_URL": self.redis_url} if redis and self.redis_url else {}
+            use = redis and self.redis_url is not None
+            env = {"FLEETHUB_REDIS_URL": self.redis_url} if use else {}
             return ServerSpec(kind, database_url, env=env)
         script = self.baseline_script(kind)
         args: tuple[str, ...] = ()

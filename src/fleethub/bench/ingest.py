@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleethub.bench.config import START_RATES, BenchConfig, Reporter
+from fleethub.bench.config import BenchConfig, Reporter
 from fleethub.bench.databases import count_rows, fresh_database
 from fleethub.bench.load import LoadPlan, LoadResult, load_main
 from fleethub.bench.processes import ChildProcess
@@ -24,8 +24,8 @@ def run_ingest(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]]:
     """Ramp each server on each backend to its highest sustained rate."""
     rows = []
     for backend in config.backends:
-        redis = backend == "postgresql" and config.redis_url is not None
         for kind in config.server_kinds():
+            redis = backend == "postgresql" and config.uses_redis(kind)
             reporter.status(f"ingest: {kind} on {backend}")
             rows.append(_ingest_one(config, kind, backend, redis, reporter))
 
@@ -42,7 +42,8 @@ def _ingest_one(
                 ws_url=server.ws_url,
                 robots=config.robots,
                 step_s=config.step_s,
-                start_rate=START_RATES[kind],
+                start_rate=config.ramp_start(kind),
+                max_rate=config.max_rate,
                 refine=config.refine,
             )
             result = run_load(plan, reporter)
@@ -53,7 +54,7 @@ def _ingest_one(
     return {
         "scenario": "ingest",
         "server": kind,
-        "backend": backend + ("+redis" if redis and kind != "minimal" else ""),
+        "backend": backend + ("+redis" if redis else ""),
         "robots": config.robots,
         "step_s": config.step_s,
         "max_sustained_msg_s": best.target_rate if best else None,
@@ -124,14 +125,16 @@ def _best_cpu(steps: list[dict[str, Any]], best: StepResult | None) -> float | N
 def run_connections(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]]:
     """Hold many robot connections at 1 Hz and measure memory per connection."""
     rows = []
-    for kind in config.server_kinds():
+    for kind in config.server_kinds("connections"):
         reporter.status(f"connections: {config.connections} robots on {kind}")
         rows.append(_connections_one(config, kind, reporter))
 
     return rows
 
 
-def _connections_one(config: BenchConfig, kind: str, reporter: Reporter) -> dict[str, Any]:
+def _connections_one(
+    config: BenchConfig, kind: str, reporter: Reporter
+) -> dict[str, Any]:
     with fresh_database("sqlite", config.work_dir, config.postgres_url) as url:
         with start_server(config.server_spec(kind, url), config.work_dir) as server:
             idle = server.monitor.sample()
@@ -158,7 +161,9 @@ def _connections_one(config: BenchConfig, kind: str, reporter: Reporter) -> dict
         "idle_rss_mib": idle.rss_bytes / MIB if idle else None,
         "rss_mib": rss / MIB if rss is not None else None,
         "kib_per_connection": (
-            held / 1024 / result.connected if held is not None and result.connected else None
+            held / 1024 / result.connected
+            if held is not None and result.connected
+            else None
         ),
     }
 

@@ -28,7 +28,6 @@ from websockets.exceptions import WebSocketException
 from fleethub.bench.robot import BenchRobot, Pacer, Recorder
 from fleethub.bench.stats import StepResult, summarize
 
-
 # A ramp whose first step fails halves the rate at most this many times.
 MAX_STEPS_DOWN = 5
 MIN_RATE = 1.0

@@ -48,12 +48,16 @@ def _fanout_one(
         "target_rate": rate,
     }
     with fresh_database("sqlite", config.work_dir, config.postgres_url) as url:
-        with start_server(config.server_spec("fleethub", url), config.work_dir) as server:
+        with start_server(
+            config.server_spec("fleethub", url), config.work_dir
+        ) as server:
             watched = ChildProcess(
                 subscriber_main, SubscriberPlan(server.ws_url, subscribers)
             ).start()
             try:
-                received, load = _drive_subscribers(config, server, watched, rate, reporter)
+                received, load = _drive_subscribers(
+                    config, server, watched, rate, reporter
+                )
             finally:
                 watched.terminate()
     row["available"] = received.available
@@ -104,7 +108,9 @@ def run_commands(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]
         f"commands: {config.command_count} under {config.command_load_rate:g} msg/s"
     )
     with fresh_database("sqlite", config.work_dir, config.postgres_url) as url:
-        with start_server(config.server_spec("fleethub", url), config.work_dir) as server:
+        with start_server(
+            config.server_spec("fleethub", url), config.work_dir
+        ) as server:
             plan = LoadPlan(
                 server.ws_url,
                 config.robots,
@@ -138,7 +144,9 @@ def _post_commands(
 
 def _post_one(client: httpx.Client, target: str) -> dict[str, Any]:
     started = time.time()
-    response = client.post(f"/api/robots/{target}/commands", json={"type": "bench_ping"})
+    response = client.post(
+        f"/api/robots/{target}/commands", json={"type": "bench_ping"}
+    )
     replied = time.time()
     command_id = response.json().get("command_id") if response.is_success else None
     reported = _wait_reported(client, target, command_id) if command_id else None
@@ -171,7 +179,9 @@ def _command_row(
 ) -> dict[str, Any]:
     receipts = load.command_receipts
     to_robot = [
-        receipts[p["command_id"]] - p["started"] for p in posted if p["command_id"] in receipts
+        receipts[p["command_id"]] - p["started"]
+        for p in posted
+        if p["command_id"] in receipts
     ]
     reported = [p["reported_s"] for p in posted if p["reported_s"] is not None]
     step = load.steps[0] if load.steps else None

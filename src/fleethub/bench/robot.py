@@ -75,12 +75,12 @@ class Recorder:
         self.errors += 1
         self.error_codes[code] = self.error_codes.get(code, 0) + 1
 
-    async def wait_drained(self, timeout: float) -> bool:
-        """Wait until every sent state is acknowledged; False on timeout."""
+    async def wait_drained(self, limit_s: float) -> bool:
+        """Wait up to ``limit_s`` until every sent state is acknowledged."""
         if self.total_acked >= self.total_sent:
             return True
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            await asyncio.wait_for(self._drained.wait(), limit_s)
         except TimeoutError:
             return False
         return True

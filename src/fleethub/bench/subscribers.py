@@ -72,8 +72,7 @@ async def _run(plan: SubscriberPlan, queue: Any, stop: Any) -> SubscriberResult:
     latencies: list[float] = []
     tasks = [asyncio.create_task(_receive(ws, latencies)) for ws in sockets]
     queue.put(("subscribed", {"subscribers": len(sockets)}))
-    while not stop.is_set():
-        await asyncio.sleep(0.1)
+    await asyncio.to_thread(stop.wait)
     for task in tasks:
         task.cancel()
 
