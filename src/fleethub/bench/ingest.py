@@ -57,7 +57,8 @@ def _ingest_one(
         "backend": backend + ("+redis" if redis else ""),
         "robots": config.robots,
         "step_s": config.step_s,
-        "max_sustained_msg_s": best.target_rate if best else None,
+        "max_sustained_msg_s": best.ack_rate if best else None,
+        "load_bound": bool(best and not best.sustained),
         **_latency_fields(best),
         "server_cpu_pct": _best_cpu(steps, best),
         "peak_rss_mib": peak / MIB if peak else None,
@@ -81,8 +82,9 @@ def run_load(plan: LoadPlan, reporter: Reporter) -> LoadResult:
 
 
 def _best_step(steps: list[StepResult]) -> StepResult | None:
-    sustained = [step for step in steps if step.sustained]
-    return max(sustained, key=lambda step: step.target_rate, default=None)
+    """Return the step with the highest acknowledged rate the server kept up with."""
+    kept_up = [step for step in steps if step.kept_up]
+    return max(kept_up, key=lambda step: step.ack_rate, default=None)
 
 
 def _latency_fields(step: StepResult | None) -> dict[str, Any]:
@@ -102,6 +104,7 @@ def _step_row(server: RunningProcess, step: StepResult) -> dict[str, Any]:
         "send_rate": step.send_rate,
         "ack_rate": step.ack_rate,
         "sustained": step.sustained,
+        "kept_up": step.kept_up,
         "reason": step.reason,
         "p50_ms": step.latency.p50_ms,
         "p99_ms": step.latency.p99_ms,

@@ -252,21 +252,25 @@ async def _run_step(
         latency=summarize(latencies),
         load_cpu_s=load_cpu_s,
     )
-    step.sustained, step.reason = _judge(plan, step)
+    step.kept_up, reason = _judge_acks(plan, step)
+    load_short = step.sent < plan.min_send_fraction * step.target_rate * step.duration_s
+    step.sustained = step.kept_up and not load_short
+    if load_short:
+        reached = f"load reached only {step.send_rate:.0f} msg/s"
+        reason = f"{reached}; {reason or 'acks kept up'}"
+    step.reason = reason
     return step
 
 
-def _judge(plan: LoadPlan, step: StepResult) -> tuple[bool, str]:
-    """Decide whether the server sustained a step, and say why not."""
-    if step.robots == 0:
-        return False, "no robot connected"
-    if step.sent < plan.min_send_fraction * step.target_rate * step.duration_s:
-        return False, f"load reached only {step.send_rate:.0f} msg/s"
+def _judge_acks(plan: LoadPlan, step: StepResult) -> tuple[bool, str]:
+    """Decide whether the server acknowledged what was sent, and say why not."""
+    if step.robots == 0 or step.sent == 0:
+        return False, "nothing was sent"
     if step.acked < plan.min_ack_fraction * step.sent:
         return False, f"acked {step.acked} of {step.sent} sent"
     p99 = step.latency.p99_ms
     if p99 is None or p99 > plan.max_p99_s * 1000.0:
-        return False, f"p99 ack latency {p99} ms"
+        return False, f"p99 ack latency {p99:.0f} ms"
     return True, ""
 
 

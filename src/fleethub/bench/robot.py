@@ -33,7 +33,7 @@ from fleethub.protocol import (
 MAX_BURST = 50
 
 # Shortest sleep between bursts, seconds; fewer wake-ups at high rates.
-MIN_SLEEP_S = 0.002
+MIN_SLEEP_S = 0.01
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -40,6 +40,8 @@ class StepResult(msgspec.Struct):
 
     ``started_at`` and ``ended_at`` are wall-clock seconds (``time.time()``),
     so the harness can match them with its samples of the server process.
+    ``kept_up`` says the server acknowledged what was sent in time, even when
+    the load fell short of the target; ``sustained`` also needs the target.
     """
 
     index: int
@@ -54,6 +56,7 @@ class StepResult(msgspec.Struct):
     latency: LatencySummary
     load_cpu_s: float
     sustained: bool = False
+    kept_up: bool = False
     reason: str = ""
 
     @property
