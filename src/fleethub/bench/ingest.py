@@ -60,7 +60,8 @@ def _ingest_one(
         "max_sustained_msg_s": best.ack_rate if best else None,
         "load_bound": bool(best and not best.sustained),
         **_latency_fields(best),
-        "server_cpu_pct": _best_cpu(steps, best),
+        "server_cpu_pct": _best_step_field(steps, best, "server_cpu_pct"),
+        "server_cpu_us_per_msg": _best_step_field(steps, best, "server_cpu_us_per_msg"),
         "peak_rss_mib": peak / MIB if peak else None,
         "sent": result.sent,
         "acked": result.acked,
@@ -111,18 +112,29 @@ def _step_row(server: RunningProcess, step: StepResult) -> dict[str, Any]:
         "max_ms": step.latency.max_ms,
         "server_cpu_s": cpu,
         "server_cpu_pct": 100.0 * cpu / step.duration_s if cpu is not None else None,
+        "server_cpu_us_per_msg": _per_message_us(cpu, step.acked),
         "load_cpu_pct": 100.0 * step.load_cpu_s / step.duration_s,
         "errors": step.errors,
     }
 
 
-def _best_cpu(steps: list[dict[str, Any]], best: StepResult | None) -> float | None:
+def _per_message_us(cpu_s: float | None, messages: int) -> float | None:
+    """Server CPU time per acknowledged message, microseconds.
+
+    Less sensitive than throughput to other processes on a shared machine,
+    because it counts only the CPU time the server actually got.
+    """
+    if cpu_s is None or messages == 0:
+        return None
+    return cpu_s / messages * 1e6
+
+
+def _best_step_field(
+    steps: list[dict[str, Any]], best: StepResult | None, key: str
+) -> float | None:
     if best is None:
         return None
-    return next(
-        (s["server_cpu_pct"] for s in steps if s["target_rate"] == best.target_rate),
-        None,
-    )
+    return next((s[key] for s in steps if s["target_rate"] == best.target_rate), None)
 
 
 def run_connections(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]]:

@@ -47,6 +47,7 @@ def add_ingest_ratios(rows: list[dict[str, Any]]) -> None:
             )
             ratio = _ratio(row.get("max_sustained_msg_s"), other)
             row[f"vs_{baseline}"] = ratio
+            row[f"cpu_per_msg_vs_{baseline}"] = _cpu_ratio(row, other)
             row[f"vs_{baseline}_goal"] = goal
             row[f"vs_{baseline}_met"] = ratio is not None and ratio >= goal
 
@@ -55,6 +56,13 @@ def _ratio(value: float | None, other: dict[str, Any] | None) -> float | None:
     if other is None or not value or not other.get("max_sustained_msg_s"):
         return None
     return value / other["max_sustained_msg_s"]
+
+
+def _cpu_ratio(row: dict[str, Any], other: dict[str, Any] | None) -> float | None:
+    """Return fleethub's CPU time per message as a multiple of the baseline's."""
+    mine = row.get("server_cpu_us_per_msg")
+    theirs = other.get("server_cpu_us_per_msg") if other else None
+    return mine / theirs if mine and theirs else None
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:
@@ -96,7 +104,8 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
         "Ingest: highest sustained rate (ack >= 98 %, p99 < 1 s)",
         [("Server", "server"), ("Backend", "backend"), ("msg/s", "max_sustained_msg_s"),
          ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms"),
-         ("cpu %", "server_cpu_pct"), ("peak MiB", "peak_rss_mib"),
+         ("cpu %", "server_cpu_pct"), ("cpu us/msg", "server_cpu_us_per_msg"),
+         ("peak MiB", "peak_rss_mib"),
          ("all stored", "all_acked_stored"), ("x minimal", "vs_minimal"),
          ("x tutorial", "vs_tutorial")],
     ),
