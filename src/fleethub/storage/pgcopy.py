@@ -34,7 +34,9 @@ async def copy_telemetry(conn: AsyncConnection, rows: Sequence[TelemetryRow]) ->
             "telemetry", records=[_record(row) for row in rows], columns=COLUMNS
         )
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-        raise StorageUnavailable(f"Database connection lost during COPY: {exc}") from exc
+        raise StorageUnavailable(
+            f"Database connection lost during COPY: {exc}"
+        ) from exc
 
 
 def _record(row: TelemetryRow) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
+from fleethub.storage.pgcopy import copy_telemetry
 from fleethub.storage.schema import events, robots, telemetry
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ class SqlStorage:
         if not rows:
             return
         async with self._connect(write=True) as conn:
+            if self.dialect == "postgresql":
+                await copy_telemetry(conn, rows)
+                return
             await conn.execute(insert(telemetry), [row._asdict() for row in rows])
 
     async def last_telemetry_time(self, robot_id: str) -> datetime | None:
