@@ -59,6 +59,7 @@ def _ingest_one(
         "step_s": config.step_s,
         "max_sustained_msg_s": best.ack_rate if best else None,
         "load_bound": bool(best and not best.sustained),
+        "peak_ack_msg_s": max((step.ack_rate for step in result.steps), default=None),
         **_latency_fields(best),
         "server_cpu_pct": _best_step_field(steps, best, "server_cpu_pct"),
         "server_cpu_us_per_msg": _best_step_field(steps, best, "server_cpu_us_per_msg"),

@@ -103,6 +103,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "ingest": (
         "Ingest: highest sustained rate (ack >= 98 %, p99 < 1 s)",
         [("Server", "server"), ("Backend", "backend"), ("msg/s", "max_sustained_msg_s"),
+         ("peak ack/s", "peak_ack_msg_s"),
          ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms"),
          ("cpu %", "server_cpu_pct"), ("cpu us/msg", "server_cpu_us_per_msg"),
          ("peak MiB", "peak_rss_mib"),

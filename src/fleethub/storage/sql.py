@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
-from fleethub.storage.pgcopy import copy_telemetry
+from fleethub.storage.bulk import copy_telemetry, insert_telemetry_sqlite
 from fleethub.storage.schema import events, robots, telemetry
 
 logger = logging.getLogger(__name__)
@@ -148,8 +148,8 @@ class SqlStorage:
         async with self._connect(write=True) as conn:
             if self.dialect == "postgresql":
                 await copy_telemetry(conn, rows)
-                return
-            await conn.execute(insert(telemetry), [row._asdict() for row in rows])
+            else:
+                await insert_telemetry_sqlite(conn, rows)
 
     async def last_telemetry_time(self, robot_id: str) -> datetime | None:
         async with self._connect() as conn:
