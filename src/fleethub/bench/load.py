@@ -27,6 +27,9 @@ from websockets.exceptions import WebSocketException
 
 from fleethub.bench.robot import BenchRobot, Pacer, Recorder
 from fleethub.bench.stats import StepResult, summarize
+from fleethub.protocol import Welcome, decode_server_frame
+
+WELCOME_TIMEOUT_S = 120.0
 
 # A ramp whose first step fails halves the rate at most this many times.
 MAX_STEPS_DOWN = 5
@@ -163,8 +166,14 @@ async def _connect_all(
 
 
 async def _open(url: str) -> ClientConnection | None:
+    """Connect and wait for the ``welcome`` frame; None when either fails.
+
+    A server may accept the WebSocket before it is ready for the robot's
+    states (fleethub reads the robot's last stored state first), so a robot
+    counts as connected only once it is welcomed.
+    """
     try:
-        return await connect(
+        ws = await connect(
             url,
             compression=None,
             proxy=None,
@@ -174,6 +183,16 @@ async def _open(url: str) -> ClientConnection | None:
         )
     except (OSError, TimeoutError, WebSocketException):
         return None
+    try:
+        first = decode_server_frame(
+            await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT_S)
+        )
+    except (TimeoutError, WebSocketException, msgspec.MsgspecError):
+        first = None
+    if not isinstance(first, Welcome):
+        await ws.close()
+        return None
+    return ws
 
 
 async def _run_steps(
