@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS telemetry (
     battery FLOAT, status VARCHAR(16) NOT NULL
 )
 """
+# The same index fleethub keeps, so both servers pay for the same schema.
+CREATE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS ix_telemetry_robot_ts ON telemetry (robot_id, ts)"
+)
 
 
 class Position(msgspec.Struct):
@@ -137,6 +141,7 @@ class SqliteStore:
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute(CREATE_TABLE.format(ts_type="DATETIME"))
+        self.connection.execute(CREATE_INDEX)
         self.insert = (
             f"INSERT INTO telemetry ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -164,6 +169,7 @@ class PostgresStore:
     async def open(cls, dsn: str) -> PostgresStore:
         connection = await asyncpg.connect(dsn)
         await connection.execute(CREATE_TABLE.format(ts_type="TIMESTAMPTZ"))
+        await connection.execute(CREATE_INDEX)
         return cls(connection)
 
     async def write(self, rows: list[tuple]) -> None:
