@@ -1,10 +1,10 @@
 """The machine's limit: the least a server must do to take robot states durably.
 
-A bare ``websockets`` receive loop on uvloop, msgspec decoding into plain
-structs (types checked, no range checks), the latest state per robot in a
-dict, and one writer task that stores rows in batches (COPY on PostgreSQL,
-``executemany`` in a thread on SQLite) and acknowledges each connection's
-highest ``seq`` after the commit. No time policy, rules, bus or events: it
+It has a bare ``websockets`` receive loop on uvloop, msgspec decoding into
+plain structs (types checked, no range checks) and the latest state per
+robot in a dict. One writer task stores rows in batches (COPY on
+PostgreSQL, ``executemany`` in a thread on SQLite) and acknowledges each
+connection's highest ``seq`` after the commit. No time policy, rules, bus or events: it
 is what fleethub's ingest is measured against.
 
 It speaks the robot link's frames (``welcome``, ``state_update`` -> ``ack``)

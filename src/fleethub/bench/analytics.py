@@ -8,7 +8,7 @@ baseline, which reads the rows into a pandas DataFrame and iterates it.
 
 When the baseline runs over fewer rows than fleethub (``--quick``, or the
 10-million-row case), its time is scaled linearly to the full row count and
-the row says ``baseline_extrapolated``.
+the row sets ``baseline_extrapolated``.
 """
 
 from __future__ import annotations

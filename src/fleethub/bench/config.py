@@ -1,4 +1,4 @@
-"""What one benchmark run measures, and the servers it compares."""
+"""Configuration of one benchmark run: scenarios, sizes, durations and servers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ START_RATES = {"fleethub": 2000.0, "minimal": 2000.0, "tutorial": 100.0}
 
 
 class Reporter(Protocol):
-    """Where scenarios send progress (the CLI's progress bar, or nothing)."""
+    """Progress sink of the scenarios: the CLI's progress bar, or nothing."""
 
     def status(self, text: str) -> None:
         """Describe what runs now."""
@@ -68,12 +68,12 @@ class BenchConfig:
 
     @classmethod
     def quick_run(cls, **kwargs: Any) -> BenchConfig:
-        """A run that finishes in under two minutes: SQLite ingest, small sizes."""
+        """Build a configuration that runs in under two minutes on SQLite."""
         return cls(backends=("sqlite",), **kwargs)
 
     @classmethod
     def full_run(cls, **kwargs: Any) -> BenchConfig:
-        """The sizes the published figures use."""
+        """Build the configuration behind the figures in BENCHMARKS.md."""
         return cls(
             quick=False,
             robots=100,

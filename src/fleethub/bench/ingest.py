@@ -6,7 +6,6 @@ always names its ``scenario``, ``server`` and ``backend``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fleethub.bench.config import BenchConfig, Reporter
@@ -163,7 +162,7 @@ def _connections_one(
             result = run_load(plan, reporter)
             step = result.steps[0] if result.steps else None
             rss = _max_rss(server, step)
-    held = rss - idle.rss_bytes if rss is not None and idle is not None else None
+    grown = rss - idle.rss_bytes if rss is not None and idle is not None else None
     return {
         "scenario": "connections",
         "server": kind,
@@ -177,8 +176,8 @@ def _connections_one(
         "idle_rss_mib": idle.rss_bytes / MIB if idle else None,
         "rss_mib": rss / MIB if rss is not None else None,
         "kib_per_connection": (
-            held / 1024 / result.connected
-            if held is not None and result.connected
+            grown / 1024 / result.connected
+            if grown is not None and result.connected
             else None
         ),
     }
@@ -190,11 +189,3 @@ def _max_rss(server: RunningProcess, step: StepResult | None) -> int | None:
         return None
     samples = server.monitor.between(step.started_at, step.ended_at + 1.0)
     return max((s.rss_bytes for s in samples), default=None)
-
-
-def wait_for_step(child: ChildProcess, reporter: Reporter) -> float:
-    """Wait until the load process starts its first step; return the wall time."""
-    kind, payload = child.wait_for({"step_started"}, reporter.event, LOAD_TIMEOUT_S)
-    if kind != "step_started":
-        return time.time()
-    return float(payload["at"])

@@ -282,7 +282,7 @@ async def _run_step(
 
 
 def _judge_acks(plan: LoadPlan, step: StepResult) -> tuple[bool, str]:
-    """Decide whether the server acknowledged what was sent, and say why not."""
+    """Decide whether the server acknowledged what was sent, with the reason if not."""
     if step.robots == 0 or step.sent == 0:
         return False, "nothing was sent"
     if step.acked < plan.min_ack_fraction * step.sent:

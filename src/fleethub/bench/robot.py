@@ -28,7 +28,7 @@ from fleethub.protocol import (
 )
 
 # A robot that fell behind its schedule sends at most this many states at once
-# and forgets the rest of its debt, so the measured send rate shows the limit
+# and drops the rest of the backlog, so the measured send rate shows the limit
 # instead of a burst that catches up later.
 MAX_BURST = 50
 
@@ -114,7 +114,7 @@ class Pacer:
 
 
 class BenchRobot:
-    """One robot connection: sends paced states, times acks, answers commands."""
+    """One robot connection: sends paced states, times acks, replies to commands."""
 
     def __init__(
         self,

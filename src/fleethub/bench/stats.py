@@ -40,8 +40,9 @@ class StepResult(msgspec.Struct):
 
     ``started_at`` and ``ended_at`` are wall-clock seconds (``time.time()``),
     so the harness can match them with its samples of the server process.
-    ``kept_up`` says the server acknowledged what was sent in time, even when
-    the load fell short of the target; ``sustained`` also needs the target.
+    ``kept_up`` is True when the server acknowledged what was sent in time,
+    even if the load fell short of the target. ``sustained`` also needs the
+    load to reach the target.
     """
 
     index: int

@@ -1,11 +1,13 @@
 """The subscriber process of the fan-out scenario: operators on ``/ws/fleet``.
 
 Each subscriber keeps one WebSocket open and, for every robot state it
-receives, records how long ago the load process stamped it: the state's
+receives, records how long ago the load process stamped it. The state's
 ``timestamp`` is the load process's wall clock at send time, and both
-processes read the same clock. A frame may carry one state or a batch; any
-JSON object with a ``timestamp`` under a ``data`` key, or a ``robot_id``
-beside a ``timestamp``, counts as one state.
+processes run on the same machine, so they read the same clock.
+
+A frame may carry one state or a batch. Any JSON object with a
+``timestamp`` and a ``position`` under a ``data`` key, or with a
+``robot_id``, a ``position`` and a ``timestamp``, counts as one state.
 """
 
 from __future__ import annotations
