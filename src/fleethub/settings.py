@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     log_format: str = Field("console", pattern="^(console|json)$")
 
     # Telemetry writer
-    # Most states per transaction. Under a backlog, larger batches cost fewer
+    # Maximum states per transaction. Under a backlog, larger batches cost fewer
     # commits per state; at low rates the flush interval bounds batches anyway.
     writer_batch_size: int = Field(5000, ge=1, le=100_000)
     writer_flush_interval_s: float = Field(0.05, gt=0, le=10)

@@ -90,7 +90,7 @@ def test_commands_reach_robot(result: dict) -> None:
 
 
 def test_fanout_reports_availability(result: dict) -> None:
-    """The fan-out row says whether /ws/fleet exists."""
+    """The fan-out row records whether /ws/fleet exists."""
     (row,) = rows_of(result, "fanout")
     assert isinstance(row["available"], bool)
 
