@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     log_format: str = Field("console", pattern="^(console|json)$")
 
     # Telemetry writer
-    writer_batch_size: int = Field(500, ge=1, le=100_000)
+    # Maximum states per transaction. Under a backlog, larger batches cost fewer
+    # commits per state; at low rates the flush interval bounds batches anyway.
+    writer_batch_size: int = Field(5000, ge=1, le=100_000)
     writer_flush_interval_s: float = Field(0.05, gt=0, le=10)
     writer_max_buffer: int = Field(50_000, ge=100, description="States held in memory before robots are told to slow down.")
 

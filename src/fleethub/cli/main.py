@@ -1,4 +1,4 @@
-"""``fleethub``: serve, demo, replay, sim and migrate.
+"""``fleethub``: serve, demo, replay, sim, migrate and bench.
 
 Every option of ``serve`` and ``demo`` that names a setting falls back to its
 ``FLEETHUB_*`` environment variable, so ``--database-url X`` and
@@ -234,3 +234,9 @@ def demo(
         )
     except KeyboardInterrupt:
         console.print("Stopped.")
+
+
+# Benchmarks: the command lives in its own module to keep this one small.
+from fleethub.cli.bench import bench  # noqa: E402
+
+app.command()(bench)

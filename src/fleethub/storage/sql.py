@@ -21,6 +21,7 @@ from sqlalchemy.sql.expression import Executable
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
+from fleethub.storage.bulk import insert_telemetry_sqlite
 from fleethub.storage.schema import events, robots, telemetry
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,10 @@ class SqlStorage:
         if not rows:
             return
         async with self._connect(write=True) as conn:
-            await conn.execute(insert(telemetry), [row._asdict() for row in rows])
+            if self.dialect == "sqlite":
+                await insert_telemetry_sqlite(conn, rows)
+            else:
+                await conn.execute(insert(telemetry), [row._asdict() for row in rows])
 
     async def last_telemetry_time(self, robot_id: str) -> datetime | None:
         async with self._connect() as conn:
