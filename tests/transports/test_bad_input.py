@@ -418,6 +418,8 @@ INVALID_ROBOT_IDS = [
     ("control_char", "robot%011"),
     ("delete_char", "robot%7F1"),
     ("leading_dot", ".robot"),
+    ("trailing_newline", "robot1%0A"),
+    ("newline_only", "%0A"),
 ]
 
 
@@ -447,7 +449,7 @@ async def test_invalid_robot_id_rejected(
 async def test_newline_in_robot_id_refused(
     server: Any, http: httpx.AsyncClient
 ) -> None:
-    """A robot id with an encoded newline is refused at the handshake (HTTP 403)."""
+    """A robot id with an encoded newline inside it is refused at the handshake (HTTP 403)."""
     with pytest.raises(websockets.InvalidStatus) as refused:
         async with websockets.connect(f"{server.ws_url}/ws/robots/robot%0A1"):
             pass
