@@ -28,8 +28,13 @@ Range = Annotated[float, msgspec.Meta(ge=0.0, le=1e4)]
 MAX_SEQ = 2**63 - 1
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# PostgreSQL text cannot store U+0000, so strings that reach the database
+# reject it here instead of failing at insert time.
+NO_NUL_PATTERN = "^[^\x00]*$"
+ShortText = Annotated[str, msgspec.Meta(max_length=1024, pattern=NO_NUL_PATTERN)]
+Identifier = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL_PATTERN)
+]
 
 
 class RobotStatus(enum.StrEnum):
@@ -198,6 +203,7 @@ _VALIDATION_CODES: tuple[tuple[str, str], ...] = (
     ("Expected `int` <=", "value_out_of_range"),
     ("Expected `str` of length", "value_out_of_range"),
     ("Expected `array` of length", "value_out_of_range"),
+    ("Expected `str` matching regex", "invalid_character"),
 )
 
 

@@ -231,3 +231,20 @@ async def test_start_timeout_stops_retrying() -> None:
     names = {task.get_name() for task in asyncio.all_tasks()}
     assert "robot-client-r1" not in names
     assert client.stats.reconnects >= 1
+
+
+async def test_start_timeout_names_http_status(tmp_path: Any) -> None:
+    """A handshake rejected for a missing credential shows up in start()'s error."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'auth.db'}",
+        port=0,
+        auth_enabled=True,
+    )
+    async with running_server(settings, migrate_schema=True) as server:
+        client = RobotClient(server.ws_url, "r1", min_backoff_s=0.01)
+        with pytest.raises(TimeoutError) as timed_out:
+            await client.start(0.5)
+
+    message = str(timed_out.value)
+    assert "HTTP 401" in message
+    assert "/ws/robots/r1" in message

@@ -162,3 +162,35 @@ async def stream_through_restart(
         await wait_until(listed_online)
         assert robot.stats.rejected == {}
         assert robot.stats.acked == 22
+
+
+async def test_history_reads_survive_redis_outage(tmp_path: Path) -> None:
+    """Telemetry and analytics come from the database, so Redis being down is no 503."""
+    async with private_redis() as redis_server:
+        settings = Settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'fault.db'}",
+            redis_url=redis_server.url,
+            redis_prefix="fault:",
+            port=0,
+        )
+        async with running_server(settings, migrate_schema=True) as server:
+            async with RobotClient(server.ws_url, "r1") as robot:
+                for index in range(5):
+                    await robot.send_state(state(index))
+                await robot.flush(10)
+            await redis_server.stop()
+
+            async with httpx.AsyncClient(base_url=server.http_url) as client:
+                live = await client.get("/api/robots/r1/state")
+                telemetry = await client.get("/api/robots/r1/telemetry")
+                analytics = await client.get("/api/robots/r1/analytics")
+                unknown = await client.get("/api/robots/r2/telemetry")
+
+            assert live.status_code == 503
+            assert telemetry.status_code == 200, telemetry.text
+            assert len(telemetry.json()["items"]) == 5
+            assert analytics.status_code == 200, analytics.text
+            assert analytics.json()["samples"] == 5
+            # An id the database does not know still needs live state to decide.
+            assert unknown.status_code == 503
+            await redis_server.start()

@@ -75,11 +75,15 @@ async def _check_rest(
         "/api/events", params={"robot_id": robot_id}, headers=admin
     )
     # The server decodes %2F before routing, so an id holding "/" matches no route.
+    # NUL is rejected for every path and query value before routing.
     path_error = "not_found" if "/" in robot_id else "invalid_robot_id"
+    query_error = "invalid_robot_id"
+    if "\x00" in robot_id:
+        path_error = query_error = "invalid_character"
     for response in by_path:
         assert response.json()["error"] == path_error, response.request.url
     assert by_query.status_code == 400
-    assert by_query.json()["error"] == "invalid_robot_id"
+    assert by_query.json()["error"] == query_error
 
 
 async def test_robot_link_rejects_hostile_robot_ids(server: RunningServer) -> None:

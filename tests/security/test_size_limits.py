@@ -132,6 +132,18 @@ async def test_query_limits(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/events", params={"limit": 50})).status_code == 200
 
 
+async def test_nul_character_rejected(client: httpx.AsyncClient) -> None:
+    """NUL in a body, query value or path is a 400, not a database error."""
+    body = await client.post(COMMANDS, json={"type": "stop", "params": {"a": "x\x00"}})
+    body_error = _error(body, 400)
+    assert body_error["error"] == "invalid_character"
+    assert body_error["details"]["path"] == "$.params.a"
+    query = await client.get("/api/events", params={"type": "\x00"})
+    assert _error(query, 400)["error"] == "invalid_character"
+    path = await client.get("/api/commands/%00")
+    assert _error(path, 400)["error"] == "invalid_character"
+
+
 async def test_robot_frame_and_beam_limits(limited: RunningServer) -> None:
     """Oversized frames and scans with too many beams get error frames."""
     headers = await robot_headers(limited, "r1")

@@ -301,6 +301,27 @@ BAD_FRAMES = [
         None,
         id="command_response_bad_status",
     ),
+    pytest.param(
+        frame_text(
+            {
+                "type": "command_response",
+                "data": {"command_id": "c\u0000", "status": "succeeded"},
+            }
+        ),
+        "invalid_character",
+        None,
+        id="command_id_with_nul",
+    ),
+    pytest.param(
+        frame_text(
+            state_frame(
+                2, make_state(later(1), status="error", error_message="jam\u0000")
+            )
+        ),
+        "invalid_character",
+        2,
+        id="error_message_with_nul",
+    ),
 ]
 
 
@@ -418,6 +439,8 @@ INVALID_ROBOT_IDS = [
     ("control_char", "robot%011"),
     ("delete_char", "robot%7F1"),
     ("leading_dot", ".robot"),
+    ("trailing_newline", "robot1%0A"),
+    ("newline_only", "%0A"),
 ]
 
 
@@ -447,7 +470,7 @@ async def test_invalid_robot_id_rejected(
 async def test_newline_in_robot_id_refused(
     server: Any, http: httpx.AsyncClient
 ) -> None:
-    """A robot id with an encoded newline is refused at the handshake (HTTP 403)."""
+    """An id with a newline inside it is refused at the handshake (HTTP 403)."""
     with pytest.raises(websockets.InvalidStatus) as refused:
         async with websockets.connect(f"{server.ws_url}/ws/robots/robot%0A1"):
             pass

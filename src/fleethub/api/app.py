@@ -27,6 +27,8 @@ from fleethub.logs import log_context
 from fleethub.observability.requests import RequestContextMiddleware
 from fleethub.observability.sentry import close_sentry, init_sentry
 from fleethub.security.install import install_security
+from fleethub.security.middleware import route_path
+from fleethub.security.policy import ROBOT_LINK_PATH
 from fleethub.services import Services, build_services
 from fleethub.settings import Settings
 from fleethub.transports.websocket import serve_robot
@@ -83,6 +85,12 @@ def create_app(
     # instead of a bare HTTP 403 from the router.
     @app.websocket("/ws/robots/{robot_id:path}")
     async def robot_link(websocket: WebSocket, robot_id: str) -> None:
+        # The route pattern ends in "$", which also matches before a trailing
+        # newline, so "r1%0A" would arrive as "r1". Read the id from the path
+        # with the pattern the access policy uses, so it is validated whole.
+        match = ROBOT_LINK_PATH.fullmatch(route_path(websocket.scope))
+        if match is not None:
+            robot_id = match["robot_id"]
         loggable_id = _loggable_robot_id(robot_id)
         with log_context(robot_id=loggable_id, component="robot_link"):
             await serve_robot(websocket, robot_id)

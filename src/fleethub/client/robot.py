@@ -103,6 +103,8 @@ class RobotClient:
         self._drained.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # The error that ended the latest connection attempt, for start()'s message.
+        self.last_error: str | None = None
 
     async def __aenter__(self) -> RobotClient:
         await self.start()
@@ -115,11 +117,19 @@ class RobotClient:
         """Start the connection task and wait for the first connection.
 
         Raises ``TimeoutError`` after ``timeout`` seconds without a connection,
-        and stops the connection task first so that it does not retry forever.
+        naming the last connection error (an HTTP 401 for a missing
+        credential, for example), and stops the connection task first so
+        that it does not retry forever.
         """
         self._task = asyncio.create_task(self._run(), name=f"robot-client-{self.robot_id}")
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            await self.close()
+            raise TimeoutError(
+                f"No connection to {self.url} within {timeout:g} s; last error: "
+                f"{self.last_error or 'none'}."
+            ) from None
         except BaseException:
             await self.close()
             raise
@@ -179,6 +189,7 @@ class RobotClient:
                     attempt = 0
                     await self._serve(socket)
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                self.last_error = str(exc)
                 logger.debug("robot_client_disconnected", extra={"error": str(exc)})
             self._socket = None
             self._connected.clear()

@@ -74,6 +74,7 @@ def _walk(document: Any, settings: Settings) -> None:
 
 
 def _check_string(value: str, path: str, settings: Settings) -> None:
+    _check_no_nul(value, path)
     if len(value) > settings.max_string_length:
         raise InvalidInput(
             f"String at {path[:200]} has {len(value)} characters; the limit is "
@@ -82,6 +83,23 @@ def _check_string(value: str, path: str, settings: Settings) -> None:
             path=path[:200],
             limit=settings.max_string_length,
         )
+
+
+def _check_no_nul(value: str, path: str) -> None:
+    # PostgreSQL text cannot store U+0000; without this check the insert or
+    # the query parameter fails inside the database driver with a 500.
+    if "\x00" in value:
+        raise InvalidInput(
+            f"String at {path[:200]} contains the NUL character (U+0000), which "
+            "fleethub does not accept; remove it.",
+            code="invalid_character",
+            path=path[:200],
+        )
+
+
+def check_path(path: str) -> None:
+    """Raise InvalidInput when the percent-decoded request path contains NUL."""
+    _check_no_nul(path, "the request path")
 
 
 def _check_list(value: list[Any], path: str, settings: Settings) -> None:

@@ -25,7 +25,12 @@ from fleethub.errors import (
     Unauthenticated,
 )
 from fleethub.ids import validate_robot_id
-from fleethub.security.inputs import check_json_body, check_query, is_json
+from fleethub.security.inputs import (
+    check_json_body,
+    check_path,
+    check_query,
+    is_json,
+)
 from fleethub.security.policy import Access
 from fleethub.security.principals import ANONYMOUS, Principal
 from fleethub.security.ratelimit import retry_after_header
@@ -201,6 +206,7 @@ class SecurityMiddleware:
             authorize(principal, access)
             if principal is not ANONYMOUS:
                 await _check_rate(security, principal)
+        check_path(scope["path"])
         check_query(scope.get("query_string", b""), self.settings)
 
     async def _principal(self, scope: Scope, security: SecurityService) -> Principal:

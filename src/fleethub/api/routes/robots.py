@@ -43,6 +43,17 @@ async def _stored_snapshot(services: Services, robot_id: str) -> RobotSnapshot:
     )
 
 
+async def _require_stored_robot(services: Services, robot_id: str) -> None:
+    """Raise NotFound for an unknown robot, asking live state only if needed.
+
+    History reads come from the database, so they keep working while Redis,
+    which keeps live state in a multi-process deployment, is down.
+    """
+    if robot_id in await services.storage.robot_ids():
+        return
+    await _known_robot(services, robot_id)
+
+
 @router.get("")
 async def list_robots(services: ServicesDep) -> list[dict[str, Any]]:
     """List every known robot with its presence, last-seen time and latest state."""
@@ -75,7 +86,7 @@ async def robot_telemetry(
     start, end = aware(start, "start"), aware(end, "end")
     check_range(start, end)
     limit = min(limit, services.settings.max_page_size)
-    await _known_robot(services, robot_id)
+    await _require_stored_robot(services, robot_id)
     rows = await services.storage.telemetry(
         robot_id, start, end, limit, after=decode_time_cursor(cursor)
     )
@@ -97,7 +108,7 @@ async def robot_analytics(
     """Return distance, speed, operating hours, charging cycles and battery over a range."""
     start, end = aware(start, "start"), aware(end, "end")
     check_range(start, end)
-    await _known_robot(services, robot_id)
+    await _require_stored_robot(services, robot_id)
     result = await services.storage.analytics(
         robot_id, start, end, services.settings.analytics_max_gap_s
     )
