@@ -15,7 +15,6 @@ file under ``tmp_path``. A test module that needs other settings overrides the
 from __future__ import annotations
 
 import os
-
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path

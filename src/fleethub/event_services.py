@@ -38,7 +38,9 @@ def build_webhooks(
     async def record(delivery: dict[str, Any]) -> None:
         await store.record(delivery)
         if metrics is not None:
-            metrics.observe_webhook_attempt(delivery["outcome"], delivery["status_code"])
+            metrics.observe_webhook_attempt(
+                delivery["outcome"], delivery["status_code"]
+            )
 
     breakers = AsyncCircuitBreakerFactory(
         default_threshold=settings.webhook_breaker_threshold,

@@ -65,7 +65,10 @@ class ContextFilter(logging.Filter):
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -94,7 +97,8 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         time = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         pairs = " ".join(f"{key}={value!r}" for key, value in _fields(record).items())
-        line = f"{time} {record.levelname:<7} {record.name} {record.getMessage()} {pairs}".rstrip()
+        message = record.getMessage()
+        line = f"{time} {record.levelname:<7} {record.name} {message} {pairs}".rstrip()
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

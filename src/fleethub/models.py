@@ -63,10 +63,11 @@ class TelemetryRow(NamedTuple):
             lidar.ranges if lidar is not None else None,
         )
 
-
     def to_state(self) -> RobotState:
         """Rebuild the robot state this row was stored from."""
-        lidar = Lidar(ranges=self.lidar_ranges) if self.lidar_ranges is not None else None
+        lidar = (
+            Lidar(ranges=self.lidar_ranges) if self.lidar_ranges is not None else None
+        )
         return RobotState(
             timestamp=self.ts,
             position=Position(x=self.x, y=self.y, z=self.z),

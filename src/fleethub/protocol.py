@@ -183,7 +183,9 @@ class FrameError(Exception):
 
     def to_frame(self) -> ErrorFrame:
         details = {"path": self.path} if self.path else {}
-        return ErrorFrame(code=self.code, message=self.message, seq=self.seq, details=details)
+        return ErrorFrame(
+            code=self.code, message=self.message, seq=self.seq, details=details
+        )
 
 
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
@@ -216,11 +218,15 @@ def decode_robot_frame(raw: bytes | str) -> StateUpdate | CommandResponse:
         match = _PATH.search(text)
         path = match.group("path") if match else None
         code = _classify(text, path)
-        raise FrameError(code, f"Invalid frame: {text}.", _peek_seq(raw), path) from None
+        raise FrameError(
+            code, f"Invalid frame: {text}.", _peek_seq(raw), path
+        ) from None
     except msgspec.DecodeError as exc:
         text = str(exc)
         message = (
-            "Frame is truncated JSON." if "truncated" in text else f"Frame is not valid JSON: {text}."
+            "Frame is truncated JSON."
+            if "truncated" in text
+            else f"Frame is not valid JSON: {text}."
         )
         raise FrameError("invalid_json", message, None, None) from None
     except RecursionError:

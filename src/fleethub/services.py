@@ -97,7 +97,9 @@ class Services:
         logger.info("services_closed", extra={"node_id": self.node_id})
 
 
-async def build_services(settings: Settings, *, migrate_schema: bool = False) -> Services:
+async def build_services(
+    settings: Settings, *, migrate_schema: bool = False
+) -> Services:
     """Build and start every part; raise :class:`SchemaOutOfDate` if needed."""
     engine = create_engine_for(settings)
     try:
@@ -127,7 +129,12 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
         on_flush=metrics.flush_observer("events"),
     )
     pipeline = IngestPipeline(
-        settings, storage, live, bus, telemetry_writer, event_writer,
+        settings,
+        storage,
+        live,
+        bus,
+        telemetry_writer,
+        event_writer,
         build_rule_engine(settings),
     )
     links = LinkRegistry()
@@ -167,7 +174,9 @@ async def build_services(settings: Settings, *, migrate_schema: bool = False) ->
     return services
 
 
-async def _check_schema(engine: AsyncEngine, settings: Settings, migrate_schema: bool) -> None:
+async def _check_schema(
+    engine: AsyncEngine, settings: Settings, migrate_schema: bool
+) -> None:
     if migrate_schema:
         await migrate.upgrade(engine)
     elif not await migrate.is_up_to_date(engine):

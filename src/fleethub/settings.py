@@ -63,7 +63,11 @@ class Settings(BaseSettings):
     # commits per state; at low rates the flush interval bounds batches anyway.
     writer_batch_size: int = Field(5000, ge=1, le=100_000)
     writer_flush_interval_s: float = Field(0.05, gt=0, le=10)
-    writer_max_buffer: int = Field(50_000, ge=100, description="States held in memory before robots are told to slow down.")
+    writer_max_buffer: int = Field(
+        50_000,
+        ge=100,
+        description="States held in memory before robots are told to slow down.",
+    )
 
     # Robot link
     max_frame_bytes: int = Field(256 * 1024, ge=1024)
@@ -72,7 +76,9 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How far ahead of the server clock a state may be."
     )
     offline_after_s: float = Field(
-        30.0, gt=0, description="Seconds without a state before a robot counts as offline."
+        30.0,
+        gt=0,
+        description="Seconds without a state before a robot counts as offline.",
     )
 
     # Rules, alerts, operator stream and webhooks
@@ -115,7 +121,7 @@ class Settings(BaseSettings):
     analytics_max_gap_s: float = Field(
         60.0,
         gt=0,
-        description="Gaps between samples longer than this do not count as operating time.",
+        description="Gaps between samples longer than this (s) are not operating time.",
     )
 
     # Commands and missions

@@ -40,7 +40,7 @@ def create_app(
     services: Services | None = None,
     migrate_schema: bool = False,
 ) -> FastAPI:
-    """Build the application; the lifespan builds (or adopts) and closes the services."""
+    """Build the app; its lifespan builds (or adopts) and closes the services."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -61,7 +61,9 @@ def create_app(
     app = FastAPI(
         title="fleethub",
         version=__version__,
-        description="Live state, telemetry history, events and commands for robot fleets.",
+        description=(
+            "Live state, telemetry history, events and commands for robot fleets."
+        ),
         lifespan=lifespan,
     )
     install_error_handlers(app)

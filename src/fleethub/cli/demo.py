@@ -17,8 +17,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fleethub.cli.server import RunningServer, running_server
-from fleethub.missions.store import OPEN_MISSION_STATUSES, MissionStatus
 from fleethub.client.robot import RobotClient
+from fleethub.missions.store import OPEN_MISSION_STATUSES, MissionStatus
 from fleethub.replay.carmen import intel_lab_log
 from fleethub.replay.runner import ReplayResult, replay
 from fleethub.security.principals import CLI, Role
@@ -57,7 +57,9 @@ async def run_demo(
     """Run the demo; return the summary once the replay is done."""
     with contextlib.ExitStack() as stack:
         if fresh_database and "FLEETHUB_DATABASE_URL" not in os.environ:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fleethub-demo-"))
+            folder = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="fleethub-demo-")
+            )
             settings = settings.model_copy(
                 update={"database_url": f"sqlite+aiosqlite:///{folder}/fleethub.db"}
             )
@@ -74,7 +76,8 @@ async def run_demo(
             )
             _print_summary(console, summary)
             if summary_json is not None:
-                summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+                text = json.dumps(summary, indent=2) + "\n"
+                await asyncio.to_thread(summary_json.write_text, text)
             return summary
     raise AssertionError("unreachable")
 
@@ -155,7 +158,9 @@ async def _run_fleet(
             server.ws_url,
             REPLAYED_ROBOT,
             speed=speed,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            on_progress=lambda done, total: progress.update(
+                task, completed=done, total=total
+            ),
             headers=credentials.robot_headers(REPLAYED_ROBOT),
         )
     if not exit_after_replay:
@@ -237,7 +242,9 @@ async def _summary(
         "replayed_robot": {
             "robot_id": REPLAYED_ROBOT,
             "distance_m": round(analytics["distance_m"], 3),
-            "avg_linear_velocity_mps": round(analytics["avg_linear_velocity_mps"] or 0.0, 4),
+            "avg_linear_velocity_mps": round(
+                analytics["avg_linear_velocity_mps"] or 0.0, 4
+            ),
             "operating_hours": round(analytics["operating_hours"], 4),
             "samples": analytics["samples"],
             "replay_seconds": round(result.wall_seconds, 2),

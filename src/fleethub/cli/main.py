@@ -14,23 +14,37 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from fleethub.errors import InsecureConfiguration
 from fleethub.logs import configure_logging
 from fleethub.security.cli import keys_app, robots_app
 from fleethub.settings import Settings
 
-app = typer.Typer(help="fleethub: a backend for fleets of mobile robots.", no_args_is_help=True)
+app = typer.Typer(
+    help="fleethub: a backend for fleets of mobile robots.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
-HostOpt = Annotated[str | None, typer.Option(help="Address to listen on [FLEETHUB_HOST].")]
-PortOpt = Annotated[int | None, typer.Option(help="TCP port, 0 for any free one [FLEETHUB_PORT].")]
+HostOpt = Annotated[
+    str | None, typer.Option(help="Address to listen on [FLEETHUB_HOST].")
+]
+PortOpt = Annotated[
+    int | None, typer.Option(help="TCP port, 0 for any free one [FLEETHUB_PORT].")
+]
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(help="SQLAlchemy database URL [FLEETHUB_DATABASE_URL]."),
 ]
-LogLevelOpt = Annotated[str | None, typer.Option(help="Log level [FLEETHUB_LOG_LEVEL].")]
+LogLevelOpt = Annotated[
+    str | None, typer.Option(help="Log level [FLEETHUB_LOG_LEVEL].")
+]
 RedisOpt = Annotated[
     str | None,
     typer.Option(help="Redis URL for live state and the bus [FLEETHUB_REDIS_URL]."),
@@ -62,7 +76,9 @@ def bearer(token: str | None) -> dict[str, str] | None:
 
 def build_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with the CLI options given on top."""
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    return Settings(
+        **{key: value for key, value in overrides.items() if value is not None}
+    )
 
 
 @app.command()
@@ -114,7 +130,10 @@ def migrate(database_url: DatabaseOpt = None) -> None:
         try:
             before = await migrations.current_revision(engine)
             await migrations.upgrade(engine)
-            console.print(f"Schema upgraded from {before or 'empty'} to {migrations.head_revision()}.")
+            console.print(
+                f"Schema upgraded from {before or 'empty'} "
+                f"to {migrations.head_revision()}."
+            )
         finally:
             await engine.dispose()
 
@@ -133,10 +152,22 @@ def _progress() -> Progress:
 
 @app.command()
 def replay(
-    log: Annotated[Path | None, typer.Argument(help="CARMEN log, plain or gzip; default: the bundled Intel Research Lab log.")] = None,
+    log: Annotated[
+        Path | None,
+        typer.Argument(
+            help="CARMEN log, plain or gzip; default: the bundled Intel Lab log."
+        ),
+    ] = None,
     robot_id: Annotated[str, typer.Option(help="Robot id to replay as.")] = "intel-lab",
-    speed: Annotated[float, typer.Option(help="Replay rate against the log's clock; 0 sends as fast as acknowledged.")] = 10.0,
-    url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="Replay rate against the log's clock; 0 sends as fast as acknowledged."
+        ),
+    ] = 10.0,
+    url: Annotated[
+        str, typer.Option(help="Server WebSocket base URL.")
+    ] = "ws://127.0.0.1:8000",
     token: RobotTokenOpt = None,
 ) -> None:
     """Stream a CARMEN log to a running server as one robot."""
@@ -149,12 +180,19 @@ def replay(
         with _progress() as progress:
             task = progress.add_task(f"replaying {robot_id}", total=None)
             result = await run_replay(
-                source, url, robot_id, speed=speed, headers=bearer(token),
-                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                source,
+                url,
+                robot_id,
+                speed=speed,
+                headers=bearer(token),
+                on_progress=lambda done, total: progress.update(
+                    task, completed=done, total=total
+                ),
             )
         console.print(
             f"Sent {result.stats.sent} states, {result.stats.acked} acknowledged, "
-            f"rejected {result.stats.rejected or 'none'}, in {result.wall_seconds:.1f} s."
+            f"rejected {result.stats.rejected or 'none'}, "
+            f"in {result.wall_seconds:.1f} s."
         )
 
     asyncio.run(run())
@@ -162,10 +200,18 @@ def replay(
 
 @app.command()
 def sim(
-    robots: Annotated[int, typer.Option(min=1, max=10_000, help="Number of simulated robots.")] = 3,
-    url: Annotated[str, typer.Option(help="Server WebSocket base URL.")] = "ws://127.0.0.1:8000",
-    rate_hz: Annotated[float, typer.Option(min=0.1, max=100, help="States per second per robot.")] = 5.0,
-    time_scale: Annotated[float, typer.Option(min=1, help="Battery speed-up factor.")] = 1.0,
+    robots: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Number of simulated robots.")
+    ] = 3,
+    url: Annotated[
+        str, typer.Option(help="Server WebSocket base URL.")
+    ] = "ws://127.0.0.1:8000",
+    rate_hz: Annotated[
+        float, typer.Option(min=0.1, max=100, help="States per second per robot.")
+    ] = 5.0,
+    time_scale: Annotated[
+        float, typer.Option(min=1, help="Battery speed-up factor.")
+    ] = 1.0,
     api_key: ApiKeyOpt = None,
     token: RobotTokenOpt = None,
 ) -> None:
@@ -178,7 +224,9 @@ def sim(
     from fleethub.sim.robots import SimConfig, make_robot, run_robot
 
     if token is not None and robots != 1:
-        console.print("[red]Error:[/] --token serves one robot; use --api-key for more.")
+        console.print(
+            "[red]Error:[/] --token serves one robot; use --api-key for more."
+        )
         raise typer.Exit(2)
 
     async def run() -> None:
@@ -208,16 +256,30 @@ def sim(
 def demo(
     port: PortOpt = None,
     database_url: DatabaseOpt = None,
-    speed: Annotated[float, typer.Option(help="Replay rate against the log's clock (the 45-minute log lasts about 4 minutes at 10).")] = 10.0,
-    robots: Annotated[int, typer.Option(min=0, max=1000, help="Number of simulated robots.")] = 3,
-    exit_after_replay: Annotated[bool, typer.Option(help="Stop after the replay and print a summary.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary to this JSON file.")] = None,
+    speed: Annotated[
+        float,
+        typer.Option(
+            help="Replay rate against the log's clock; at 10 the 45-minute log "
+            "lasts about 4.5 minutes."
+        ),
+    ] = 10.0,
+    robots: Annotated[
+        int, typer.Option(min=0, max=1000, help="Number of simulated robots.")
+    ] = 3,
+    exit_after_replay: Annotated[
+        bool, typer.Option(help="Stop after the replay and print a summary.")
+    ] = False,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Also write the summary to this JSON file.")
+    ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
-    """Start fleethub on SQLite, replay a real robot log into it and run simulated robots."""
+    """Run fleethub on SQLite with a real robot log replayed and simulated robots."""
     from fleethub.cli.demo import run_demo
 
-    settings = build_settings(port=port, database_url=database_url, log_level=log_level or "WARNING")
+    settings = build_settings(
+        port=port, database_url=database_url, log_level=log_level or "WARNING"
+    )
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(

@@ -121,7 +121,9 @@ class RobotClient:
         credential, for example), and stops the connection task first so
         that it does not retry forever.
         """
-        self._task = asyncio.create_task(self._run(), name=f"robot-client-{self.robot_id}")
+        self._task = asyncio.create_task(
+            self._run(), name=f"robot-client-{self.robot_id}"
+        )
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
         except TimeoutError:
@@ -209,7 +211,7 @@ class RobotClient:
             if isinstance(frame, Welcome):
                 await self._resume(socket, frame.last_timestamp)
             elif isinstance(frame, Ack):
-                self._settle(lambda seq: seq <= frame.seq, acked=True)
+                self._settle(lambda seq, upto=frame.seq: seq <= upto, acked=True)
             elif isinstance(frame, ErrorFrame):
                 self._on_error(frame)
             elif isinstance(frame, CommandFrame):

@@ -126,7 +126,9 @@ class IngestPipeline:
         """Forget per-robot rule state; the last timestamp stays for a reconnect."""
         self.rules.forget(robot_id)
 
-    async def handle_state(self, connection: RobotConnection, update: StateUpdate) -> None:
+    async def handle_state(
+        self, connection: RobotConnection, update: StateUpdate
+    ) -> None:
         """Accept one state, or raise :class:`InvalidInput` naming the broken rule."""
         robot_id = connection.robot_id
         state = update.data
@@ -152,7 +154,9 @@ class IngestPipeline:
         await self.live.update(robot_id, state, self.clock())
         for event in self.rules.evaluate(robot_id, state):
             await self.emit(event)
-        await self.bus.publish(STATES, encode(StateMessage(robot_id=robot_id, data=state)))
+        await self.bus.publish(
+            STATES, encode(StateMessage(robot_id=robot_id, data=state))
+        )
         for observer in self.state_observers:
             observer(robot_id, state)
 
@@ -173,10 +177,14 @@ class IngestPipeline:
         if state.timestamp < EARLIEST_TIMESTAMP:
             raise InvalidInput(
                 f"Timestamp {state.timestamp.isoformat()} is before "
-                f"{EARLIEST_TIMESTAMP.date().isoformat()}; the robot's clock is not set.",
+                f"{EARLIEST_TIMESTAMP.date().isoformat()}; "
+                "the robot's clock is not set.",
                 code="timestamp_out_of_range",
             )
-        if state.lidar is not None and len(state.lidar.ranges) > self.settings.max_lidar_beams:
+        if (
+            state.lidar is not None
+            and len(state.lidar.ranges) > self.settings.max_lidar_beams
+        ):
             raise InvalidInput(
                 f"Scan has {len(state.lidar.ranges)} beams; the limit is "
                 f"{self.settings.max_lidar_beams}.",

@@ -100,8 +100,10 @@ class BatchWriter(Generic[T]):
         """Start the background flush task."""
         self._task = asyncio.create_task(self._run(), name=f"writer-{self.name}")
 
-    def submit(self, item: T | None, target: AckTarget | None = None, seq: int | None = None) -> None:
-        """Queue ``item`` for writing; raise :class:`Overloaded` when the buffer is full.
+    def submit(
+        self, item: T | None, target: AckTarget | None = None, seq: int | None = None
+    ) -> None:
+        """Queue ``item`` for writing; raise :class:`Overloaded` if the buffer is full.
 
         ``item`` may be None to acknowledge ``seq`` once everything queued before
         it is stored (a duplicate that was already accepted).
@@ -111,7 +113,8 @@ class BatchWriter(Generic[T]):
         if len(self._buffer) >= self.max_buffer:
             self.stats.overflows += 1
             raise Overloaded(
-                f"Write buffer is full ({self.max_buffer} items); slow down and resend.",
+                f"Write buffer is full ({self.max_buffer} items); "
+                "slow down and resend.",
                 buffered=len(self._buffer),
             )
         self._buffer.append(_Pending(item, target, seq, time.monotonic()))
@@ -253,7 +256,9 @@ class BatchWriter(Generic[T]):
                 self.stats.failed_items += 1
                 logger.exception("writer_item_failed", extra={"writer": self.name})
                 if pending.target is not None and pending.seq is not None:
-                    pending.target.reject_stored(pending.seq, "storage_rejected", str(exc))
+                    pending.target.reject_stored(
+                        pending.seq, "storage_rejected", str(exc)
+                    )
             batch[index] = pending._replace(item=None)
         return written
 

@@ -20,12 +20,16 @@ class MemoryLiveState:
     async def update(self, robot_id: str, state: RobotState, seen_at: datetime) -> None:
         snapshot = self._robots.get(robot_id)
         if snapshot is None:
-            snapshot = self._robots[robot_id] = RobotSnapshot(robot_id=robot_id, online=True)
+            snapshot = self._robots[robot_id] = RobotSnapshot(
+                robot_id=robot_id, online=True
+            )
         snapshot.state = state
         snapshot.last_seen = seen_at
 
     async def set_online(self, robot_id: str, node_id: str, seen_at: datetime) -> None:
-        snapshot = self._robots.setdefault(robot_id, RobotSnapshot(robot_id=robot_id, online=True))
+        snapshot = self._robots.setdefault(
+            robot_id, RobotSnapshot(robot_id=robot_id, online=True)
+        )
         snapshot.online = True
         snapshot.node_id = node_id
         snapshot.last_seen = seen_at

@@ -74,7 +74,9 @@ class BusStats(Protocol):
 
 # Events the command and mission services emit on each transition, mapped to
 # the state entered. Both sets are closed, so the label stays bounded.
-_COMMAND_EVENT_STATES = {f"command_{status.value}": status.value for status in CommandStatus}
+_COMMAND_EVENT_STATES = {
+    f"command_{status.value}": status.value for status in CommandStatus
+}
 _MISSION_EVENT_STATES = {
     "mission_created": MissionStatus.PENDING.value,
     "mission_assigned": MissionStatus.ASSIGNED.value,

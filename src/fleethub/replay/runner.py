@@ -18,8 +18,20 @@ from datetime import UTC, datetime, timedelta
 
 from fleethub.client.robot import ClientStats, RobotClient
 from fleethub.models import utcnow
-from fleethub.protocol import Lidar, Orientation, Position, RobotState, RobotStatus, Velocity
-from fleethub.replay.carmen import NO_RETURN_RANGE, LogSource, ReplaySample, read_samples
+from fleethub.protocol import (
+    Lidar,
+    Orientation,
+    Position,
+    RobotState,
+    RobotStatus,
+    Velocity,
+)
+from fleethub.replay.carmen import (
+    NO_RETURN_RANGE,
+    LogSource,
+    ReplaySample,
+    read_samples,
+)
 
 # Below this speed the replayed robot reports "idle" rather than "moving".
 MOVING_THRESHOLD_MPS = 0.02
@@ -90,4 +102,6 @@ async def replay(
             if on_progress is not None:
                 on_progress(index, len(samples))
         await client.flush(flush_timeout_s)
-        return ReplayResult(robot_id, len(samples), client.stats, time.monotonic() - started)
+        return ReplayResult(
+            robot_id, len(samples), client.stats, time.monotonic() - started
+        )

@@ -103,7 +103,9 @@ class SimulatedRobot:
         self.angular = turn / dt
         self.yaw = _wrap(self.yaw + turn)
         # Slow down while turning hard and when close to the goal.
-        self.linear = min(self.config.speed_mps * max(0.0, math.cos(heading_error)), distance / dt)
+        self.linear = min(
+            self.config.speed_mps * max(0.0, math.cos(heading_error)), distance / dt
+        )
         self.x += self.linear * math.cos(self.yaw) * dt
         self.y += self.linear * math.sin(self.yaw) * dt
         self.status = RobotStatus.MOVING
@@ -120,7 +122,11 @@ class SimulatedRobot:
 
     def _charge(self, dt: float) -> None:
         self.linear = self.angular = 0.0
-        self.battery = min(100.0, self.battery + self.config.charge_percent_per_s * dt * self.config.time_scale)
+        self.battery = min(
+            100.0,
+            self.battery
+            + self.config.charge_percent_per_s * dt * self.config.time_scale,
+        )
         if self.battery >= self.config.full_percent:
             self.status = RobotStatus.IDLE
             self.goal, self.resume_goal = self.resume_goal, None
@@ -182,10 +188,17 @@ def make_robot(index: int, config: SimConfig, seed: int = 0) -> SimulatedRobot:
     )
 
 
-async def run_robot(robot: SimulatedRobot, url: str, stop: asyncio.Event, headers: dict[str, str] | None = None) -> RobotClient:
+async def run_robot(
+    robot: SimulatedRobot,
+    url: str,
+    stop: asyncio.Event,
+    headers: dict[str, str] | None = None,
+) -> RobotClient:
     """Drive ``robot`` and stream its state until ``stop`` is set."""
     period = 1.0 / robot.config.rate_hz
-    client = RobotClient(url, robot.robot_id, on_command=robot.handle_command, headers=headers)
+    client = RobotClient(
+        url, robot.robot_id, on_command=robot.handle_command, headers=headers
+    )
     await client.start()
     loop = asyncio.get_running_loop()
     last = loop.time()

@@ -33,14 +33,18 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """Return the revision the database is at, or None when it has no schema."""
     async with engine.connect() as conn:
         return await conn.run_sync(
-            lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
+            lambda sync_conn: MigrationContext.configure(
+                sync_conn
+            ).get_current_revision()
         )
 
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema up to the newest revision."""
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync_conn: command.upgrade(_config(sync_conn), "head"))
+        await conn.run_sync(
+            lambda sync_conn: command.upgrade(_config(sync_conn), "head")
+        )
 
 
 async def is_up_to_date(engine: AsyncEngine) -> bool:

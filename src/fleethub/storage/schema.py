@@ -53,7 +53,12 @@ telemetry = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("type", String(64), nullable=False),
     Column("robot_id", String(64), nullable=True),

@@ -112,7 +112,9 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0
+) -> AsyncEngine:
     """Build an async engine with the per-dialect settings fleethub relies on."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
@@ -178,7 +180,9 @@ class SqlStorage:
 
     async def robot_ids(self) -> list[str]:
         async with self._connect() as conn:
-            result = await conn.execute(select(robots.c.robot_id).order_by(robots.c.robot_id))
+            result = await conn.execute(
+                select(robots.c.robot_id).order_by(robots.c.robot_id)
+            )
             return list(result.scalars())
 
     async def write_telemetry(self, rows: Sequence[TelemetryRow]) -> None:

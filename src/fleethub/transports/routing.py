@@ -10,8 +10,9 @@ Otherwise the live state names the process connected to the robot
 The command itself is stored in the shared database before it is routed,
 so a request lost on the bus costs nothing but time: the command stays
 ``queued``, and the lifecycle sweep of the process holding the robot's link
-delivers it (or the robot's next reconnect does). The robot's ``command_response`` can arrive at any process,
-which updates the same stored command.
+delivers it (or the robot's next reconnect does). The robot's
+``command_response`` can arrive at any process, which updates the same
+stored command.
 
 A robot that reconnects to another process leaves its old socket here until
 the operating system notices it is dead. To release it sooner, every process
@@ -119,14 +120,19 @@ class BusRouter:
         try:
             snapshot = await self.live.get(robot_id)
         except FleethubError as exc:
-            logger.warning("command_route_lookup_failed", extra={"robot_id": robot_id, "error": exc.code})
+            logger.warning(
+                "command_route_lookup_failed",
+                extra={"robot_id": robot_id, "error": exc.code},
+            )
             return False
         holder = snapshot.node_id if snapshot is not None and snapshot.online else None
         if holder is None or holder == self.node_id:
             return False
         return await self._forward(holder, robot_id, payload)
 
-    async def _forward(self, holder: str, robot_id: str, payload: dict[str, Any]) -> bool:
+    async def _forward(
+        self, holder: str, robot_id: str, payload: dict[str, Any]
+    ) -> bool:
         request = CommandRequest(
             request_id=uuid.uuid4().hex,
             reply_to=self.node_id,
@@ -135,7 +141,9 @@ class BusRouter:
         )
         reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting[request.request_id] = reply
-        logger.info("command_forwarded", extra={"robot_id": robot_id, "target_node": holder})
+        logger.info(
+            "command_forwarded", extra={"robot_id": robot_id, "target_node": holder}
+        )
         try:
             await self.bus.publish(node_channel(holder), msgspec.json.encode(request))
             return await asyncio.wait_for(reply, self.reply_timeout_s)
@@ -163,7 +171,9 @@ class BusRouter:
                 continue
             delivered = await self.local.deliver(message.robot_id, message.payload)
             reply = CommandReply(request_id=message.request_id, delivered=delivered)
-            await self.bus.publish(node_channel(message.reply_to), msgspec.json.encode(reply))
+            await self.bus.publish(
+                node_channel(message.reply_to), msgspec.json.encode(reply)
+            )
 
     async def _close_stale_links(self) -> None:
         while True:
@@ -190,5 +200,7 @@ class BusRouter:
         owner = snapshot.node_id if snapshot is not None else None
         if owner is None or owner == self.node_id:
             return
-        logger.info("robot_link_taken_over", extra={"robot_id": robot_id, "node_id": owner})
+        logger.info(
+            "robot_link_taken_over", extra={"robot_id": robot_id, "node_id": owner}
+        )
         await link.close(CLOSE_REPLACED, "robot connected to another process")

@@ -134,14 +134,20 @@ async def serve_robot(websocket: WebSocket, robot_id: str) -> None:
     except (FleethubError, TimeoutError) as exc:
         services.links.unregister(link)
         message = getattr(exc, "message", "Timed out waiting for storage.")
-        logger.warning("robot_open_failed", extra={"robot_id": robot_id, "error": message})
+        logger.warning(
+            "robot_open_failed", extra={"robot_id": robot_id, "error": message}
+        )
         frame = ErrorFrame(code="storage_unavailable", message=message, retryable=True)
         await websocket.send_text(encode(frame).decode())
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable")
         return
 
-    await websocket.send_text(encode(Welcome(robot_id=robot_id, last_timestamp=last)).decode())
-    await _announce(services, robot_id, "robot_connected", replaced=previous is not None)
+    await websocket.send_text(
+        encode(Welcome(robot_id=robot_id, last_timestamp=last)).decode()
+    )
+    await _announce(
+        services, robot_id, "robot_connected", replaced=previous is not None
+    )
     sender = asyncio.create_task(link.run_sender(), name=f"sender-{robot_id}")
     try:
         await _receive_loop(services, link)
@@ -155,7 +161,9 @@ async def serve_robot(websocket: WebSocket, robot_id: str) -> None:
 
 async def _announce(services: Any, robot_id: str, event_type: str, **data: Any) -> None:
     if event_type == "robot_connected":
-        await services.live.set_online(robot_id, services.node_id, services.pipeline.clock())
+        await services.live.set_online(
+            robot_id, services.node_id, services.pipeline.clock()
+        )
     logger.info(event_type, extra={"robot_id": robot_id})
     await services.pipeline.emit(Event(type=event_type, robot_id=robot_id, data=data))
 
@@ -204,7 +212,9 @@ def _frame_size(raw: str | bytes, limit: int) -> int:
     return len(raw.encode())
 
 
-async def _handle_frame(services: Any, link: WebSocketRobotLink, raw: str | bytes) -> None:
+async def _handle_frame(
+    services: Any, link: WebSocketRobotLink, raw: str | bytes
+) -> None:
     pipeline = services.pipeline
     try:
         frame = decode_robot_frame(raw)
@@ -232,6 +242,9 @@ async def _handle_frame(services: Any, link: WebSocketRobotLink, raw: str | byte
     except Exception:
         logger.exception("robot_frame_failed", extra={"robot_id": link.robot_id})
         link.send_error(
-            ErrorFrame(code="internal_error", message="The server failed to handle this frame.",
-                       seq=getattr(frame, "seq", None))
+            ErrorFrame(
+                code="internal_error",
+                message="The server failed to handle this frame.",
+                seq=getattr(frame, "seq", None),
+            )
         )

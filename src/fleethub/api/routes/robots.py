@@ -10,7 +10,12 @@ from fastapi import APIRouter, Query
 
 from fleethub.api.deps import RobotId, ServicesDep
 from fleethub.api.errors import error_responses
-from fleethub.api.params import aware, check_range, decode_time_cursor, encode_time_cursor
+from fleethub.api.params import (
+    aware,
+    check_range,
+    decode_time_cursor,
+    encode_time_cursor,
+)
 from fleethub.errors import NotFound
 from fleethub.live.base import RobotSnapshot
 from fleethub.services import Services
@@ -105,7 +110,7 @@ async def robot_analytics(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> dict[str, Any]:
-    """Return distance, speed, operating hours, charging cycles and battery over a range."""
+    """Return distance, speed, operating hours, charging and battery over a range."""
     start, end = aware(start, "start"), aware(end, "end")
     check_range(start, end)
     await _require_stored_robot(services, robot_id)

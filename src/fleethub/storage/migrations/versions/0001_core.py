@@ -76,7 +76,9 @@ def upgrade() -> None:
 
 def _create_telemetry() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"CREATE TABLE telemetry ({_TELEMETRY_COLUMNS_PG}) PARTITION BY RANGE (ts)")
+        op.execute(
+            f"CREATE TABLE telemetry ({_TELEMETRY_COLUMNS_PG}) PARTITION BY RANGE (ts)"
+        )
         op.execute("CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT")
     else:
         op.create_table(
