@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -167,3 +168,25 @@ async def test_stale_link_closed_on_takeover(
             await wait_for_online(
                 first, "stale", (await robot_on(second, "stale"))["node_id"]
             )
+
+
+async def test_fleet_stream_sees_other_process(
+    cluster: tuple[ServeProcess, ServeProcess],
+) -> None:
+    """A /ws/fleet subscriber on the second process sees the first's robot."""
+    first, second = cluster
+    url = f"{second.ws_url}/ws/fleet?robot_ids=streamed&events=false"
+    async with websockets.connect(url) as subscriber:
+        subscribed = json.loads(await asyncio.wait_for(subscriber.recv(), 10))
+        assert subscribed["type"] == "subscribed"
+        async with RobotClient(first.ws_url, "streamed") as robot:
+            await robot.send_state(make_state(0))
+            await robot.flush(10)
+            async with asyncio.timeout(10):
+                while True:
+                    frame = json.loads(await subscriber.recv())
+                    if frame["type"] == "state_update":
+                        break
+
+    assert frame["robot_id"] == "streamed"
+    assert frame["data"]["position"]["x"] == 0.0
