@@ -32,7 +32,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
         step_s=0.5,
         start_rate=30.0,
         max_rate=30.0,
-        fanout_cases=((2, 20.0),),
+        fanout_cases=((2, 20.0, 0), (2, 20.0, 50)),
         connections=10,
         connection_step_s=0.5,
         analytics_rows={"sqlite": (500,)},
@@ -90,9 +90,11 @@ def test_commands_reach_robot(result: dict) -> None:
 
 
 def test_fanout_reports_availability(result: dict) -> None:
-    """The fan-out row records whether /ws/fleet exists."""
-    (row,) = rows_of(result, "fanout")
-    assert isinstance(row["available"], bool)
+    """Each fan-out row records whether /ws/fleet exists and its batch interval."""
+    rows = rows_of(result, "fanout")
+    assert [row["batch_ms"] for row in rows] == [0, 50]
+    for row in rows:
+        assert row["available"] is True
 
 
 def test_report_renders(result: dict, tmp_path: Path) -> None:

@@ -271,3 +271,39 @@ async def next_data(lines: AsyncIterator[str]) -> dict[str, Any]:
         if line.startswith("data:"):
             return json.loads(line.removeprefix("data:").strip())
     raise AssertionError("stream ended")
+
+
+async def test_batched_frames(tmp_path: Path) -> None:
+    """With batch_ms, queued states arrive together in fewer 'batch' frames."""
+    state = StateFactory()
+    async with running_server(server_settings(tmp_path), migrate_schema=True) as server:
+        async with (
+            fleet_socket(server, "?robot_ids=r1&events=false&batch_ms=200") as ws,
+            RobotClient(server.ws_url, "r1") as robot,
+        ):
+            for _ in range(20):
+                await robot.send_state(state())
+            await robot.flush(RECEIVE_TIMEOUT_S)
+            frames: list[dict[str, Any]] = []
+            states: list[dict[str, Any]] = []
+            while len(states) < 20:
+                frame = await receive(ws)
+                frames.append(frame)
+                states.extend(frame["items"])
+
+    assert all(frame["type"] == "batch" for frame in frames)
+    assert len(frames) < 20
+    assert [item["type"] for item in states] == ["state_update"] * 20
+    timestamps = [item["data"]["timestamp"] for item in states]
+    assert timestamps == sorted(timestamps)
+
+
+async def test_batch_ms_rejects_out_of_range(tmp_path: Path) -> None:
+    """A batch interval outside 0..10000 ms is an invalid subscription."""
+    async with running_server(server_settings(tmp_path), migrate_schema=True) as server:
+        async with connect(f"{server.ws_url}/ws/fleet?batch_ms=-5") as ws:
+            reply = await receive(ws)
+
+    assert reply["type"] == "error"
+    assert reply["error"] == "invalid_subscription"
+    assert reply["details"]["problems"][0]["location"] == ["batch_ms"]

@@ -28,9 +28,12 @@ EVENT_TIMEOUT_S = 5.0
 def run_fanout(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]]:
     """Stream states to S subscribers of ``/ws/fleet`` while robots send them."""
     rows = []
-    for subscribers, rate in config.fanout_cases:
-        reporter.status(f"fan-out: {subscribers} subscribers at {rate:g} states/s")
-        rows.append(_fanout_one(config, subscribers, rate, reporter))
+    for subscribers, rate, batch_ms in config.fanout_cases:
+        batching = f", batches every {batch_ms} ms" if batch_ms else ""
+        reporter.status(
+            f"fan-out: {subscribers} subscribers at {rate:g} states/s{batching}"
+        )
+        rows.append(_fanout_one(config, subscribers, rate, batch_ms, reporter))
         if not rows[-1]["available"]:
             break
 
@@ -38,7 +41,11 @@ def run_fanout(config: BenchConfig, reporter: Reporter) -> list[dict[str, Any]]:
 
 
 def _fanout_one(
-    config: BenchConfig, subscribers: int, rate: float, reporter: Reporter
+    config: BenchConfig,
+    subscribers: int,
+    rate: float,
+    batch_ms: int,
+    reporter: Reporter,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "scenario": "fanout",
@@ -46,13 +53,15 @@ def _fanout_one(
         "backend": "sqlite",
         "subscribers": subscribers,
         "target_rate": rate,
+        "batch_ms": batch_ms,
     }
     with fresh_database("sqlite", config.work_dir, config.postgres_url) as url:
         with start_server(
             config.server_spec("fleethub", url), config.work_dir
         ) as server:
             watched = ChildProcess(
-                subscriber_main, SubscriberPlan(server.ws_url, subscribers)
+                subscriber_main,
+                SubscriberPlan(server.ws_url, subscribers, batch_ms=batch_ms),
             ).start()
             try:
                 received, load = _drive_subscribers(

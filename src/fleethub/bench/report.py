@@ -113,7 +113,8 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "fanout": (
         "Fan-out: state to /ws/fleet subscriber",
         [("Server", "server"), ("subscribers", "subscribers"),
-         ("states/s", "target_rate"), ("delivered", "delivered_fraction"),
+         ("states/s", "target_rate"), ("batch ms", "batch_ms"),
+         ("delivered", "delivered_fraction"),
          ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms")],
     ),
     "connections": (

@@ -33,6 +33,7 @@ class SubscriberPlan(msgspec.Struct, frozen=True):
     ws_url: str
     subscribers: int
     connect_concurrency: int = 100
+    batch_ms: int = 0
 
 
 class SubscriberResult(msgspec.Struct):
@@ -55,6 +56,8 @@ def subscriber_main(plan: SubscriberPlan, queue: Any, stop: Any) -> None:
 
 async def _run(plan: SubscriberPlan, queue: Any, stop: Any) -> SubscriberResult:
     url = plan.ws_url + FLEET_PATH
+    if plan.batch_ms:
+        url += f"?batch_ms={plan.batch_ms}"
     try:
         first = await _open(url)
     except InvalidStatus as exc:

@@ -33,6 +33,13 @@ class StreamFilters(BaseModel):
     state_rate_hz: float | None = Field(
         None, gt=0, le=1000, description="Maximum state updates per robot per second."
     )
+    batch_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="On /ws/fleet, send what is queued as one 'batch' frame at most "
+        "every this many milliseconds; 0 sends each message as its own frame.",
+    )
 
     @field_validator("robot_ids")
     @classmethod
@@ -88,7 +95,7 @@ def query_values(params: Mapping[str, str], lists: Mapping[str, Sequence[str]]) 
         items = [item for raw in lists.get(name, ()) for item in raw.split(",")]
         if items:
             values[name] = [item for item in items if item]
-    for name in ("min_severity", "states", "events", "state_rate_hz"):
+    for name in ("min_severity", "states", "events", "state_rate_hz", "batch_ms"):
         if name in params:
             values[name] = params[name]
     unknown = set(params) - set(StreamFilters.model_fields)

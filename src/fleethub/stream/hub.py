@@ -142,6 +142,18 @@ class Subscriber:
             self._ready.clear()
             await self._ready.wait()
 
+    def take_ready(self) -> list[bytes]:
+        """Take every queued message without waiting: a ``missed`` notice first."""
+        if self.evicted.is_set():
+            raise Evicted(self.eviction_reason)
+        taken = []
+        if self._unreported:
+            count, self._unreported = self._unreported, 0
+            taken.append(encode({"type": "missed", "states": count}))
+        while self._states or self._events:
+            taken.append(self._pop())
+        return taken
+
     def _pop(self) -> bytes:
         if not self._events:
             return self._states.popleft()[1]
