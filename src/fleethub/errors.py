@@ -92,7 +92,7 @@ class Overloaded(FleethubError):
 
 
 class StorageUnavailable(FleethubError):
-    """The database cannot be reached or did not answer in time."""
+    """The database cannot be reached or did not respond in time."""
 
     code = "storage_unavailable"
     status_code = 503
@@ -108,7 +108,7 @@ class NotReady(FleethubError):
 
 
 class LiveStateUnavailable(FleethubError):
-    """The shared live state (Redis) cannot be reached or did not answer in time."""
+    """The shared live state (Redis) cannot be reached or did not respond in time."""
 
     code = "live_state_unavailable"
     status_code = 503

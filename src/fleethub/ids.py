@@ -3,7 +3,7 @@
 An id is 1 to 64 characters from ``A-Z a-z 0-9 . _ -``, starting with a
 letter or digit. That set needs no escaping in a URL path segment, an MQTT
 topic level (no ``/``, ``+`` or ``#``), a log line (no control characters or
-spaces) or a file name, and SQL only ever sees it as a bound parameter.
+spaces) or a file name, and SQL only ever receives it as a bound parameter.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class TelemetryRow(NamedTuple):
 
 
 class Severity(enum.StrEnum):
-    """How urgent an event is."""
+    """Urgency of an event."""
 
     INFO = "info"
     WARNING = "warning"

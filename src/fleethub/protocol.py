@@ -38,7 +38,7 @@ Identifier = Annotated[
 
 
 class RobotStatus(enum.StrEnum):
-    """What the robot reports it is doing."""
+    """The activity a robot reports."""
 
     IDLE = "idle"
     MOVING = "moving"
@@ -104,7 +104,7 @@ class RobotState(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CommandResult(msgspec.Struct, forbid_unknown_fields=True):
-    """A robot's answer to a command."""
+    """A robot's reply to a command."""
 
     command_id: Identifier
     status: Literal["acknowledged", "succeeded", "failed", "rejected"]

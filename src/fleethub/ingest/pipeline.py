@@ -42,7 +42,7 @@ StateObserver = Callable[[str, RobotState], None]
 
 
 class RobotConnection(AckTarget, Protocol):
-    """What the pipeline needs from the link a state arrived on."""
+    """The link a state arrived on, as the pipeline uses it."""
 
     robot_id: str
 

@@ -42,7 +42,7 @@ SCAN_ANGLE_INCREMENT = math.pi / 180
 
 @dataclass
 class ReplayResult:
-    """What a replay sent and what the server did with it."""
+    """Counts of what a replay sent and how the server handled it."""
 
     robot_id: str
     samples: int

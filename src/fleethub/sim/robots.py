@@ -27,7 +27,7 @@ from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Ve
 
 @dataclass
 class SimConfig:
-    """How a simulated robot behaves."""
+    """Behaviour settings of a simulated robot."""
 
     rate_hz: float = 5.0
     site_size_m: float = 30.0
