@@ -83,6 +83,23 @@ async def redis_prefix() -> AsyncIterator[str]:
         yield prefix
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """Yield a fresh database URL, once on SQLite and once on PostgreSQL.
+
+    PostgreSQL is skipped when it is not reachable, and fails the test when CI
+    is set.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fleethub.db'}"
+        return
+    require_postgres()
+    async with temporary_database() as url:
+        yield url
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Tests that are not about security run their loopback servers without
     # credentials; security tests pass auth_enabled=True and use auth_helpers.

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,9 +18,6 @@ from fleethub.protocol import (
     Velocity,
 )
 from fleethub.settings import Settings
-
-# The PostgreSQL server tests use; each test creates and drops its own database.
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 T = TypeVar("T")
 
@@ -98,22 +93,3 @@ async def wait_until(
             if value:
                 return value  # type: ignore[return-value]
             await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> AsyncIterator[str]:
-    """Create a uniquely named database, yield its SQLAlchemy URL, then drop it.
-
-    Raises OSError (or an asyncpg error) when the server cannot be reached.
-    """
-    import asyncpg
-
-    name = f"fleethub_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        host_part = admin_url.split("://", 1)[1].rsplit("/", 1)[0]
-        yield f"postgresql+asyncpg://{host_part}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
