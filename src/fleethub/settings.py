@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     writer_max_buffer: int = Field(
         50_000,
         ge=100,
-        description="States held in memory before robots are told to slow down.",
+        description="States buffered in memory before robots get a slow_down frame.",
     )
 
     # Robot link

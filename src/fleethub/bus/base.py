@@ -66,8 +66,9 @@ class EventBus(Protocol):
     """Publish/subscribe between the parts of fleethub.
 
     Delivery is at most once and best effort: a subscriber that falls behind
-    loses its oldest messages. Durable facts (telemetry, events) are stored
-    before they are published, so a dropped message can be read back.
+    loses its oldest messages. Telemetry and events are also handed to the
+    batched writers, so a dropped message can be read back once its batch is
+    stored (within the writer's flush interval, not before publication).
     """
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ MAX_RETRY_DELAY_S = 5.0
 
 
 class AckTarget(Protocol):
-    """A producer told when its items are stored (a robot connection)."""
+    """A producer notified when its items are stored (a robot connection)."""
 
     def acknowledge(self, seq: int) -> None:
         """Everything up to ``seq`` from this producer is durably handled."""

@@ -23,7 +23,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    """Return the newest revision the code knows."""
+    """Return the newest revision among the migration scripts."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
