@@ -87,7 +87,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline: TelemetryRow", ("TelemetryRow.from_state",)),
     ("pipeline: rest (checks, submit)", ("IngestPipeline.handle_state",)),
     ("frame decoding (msgspec)", ("decode_robot_frame",)),
-    ("writer: rows to driver records", ("_sqlite_record", "_encode_row", "records")),
+    ("writer: rows to driver records", ("sqlite_values", "_encode_row", "records")),
     ("writer: COPY on the event loop (asyncpg)", ("asyncpg/",)),
     ("writer: acknowledgements, batch handling", ("BatchWriter.",)),
     ("robot link sender (acks to robots)", ("run_sender",)),
