@@ -65,6 +65,9 @@ class RuleEngine:
     def __init__(self, rules: Iterable[Rule], *, clock: Clock = utcnow) -> None:
         self.clock = clock
         self._rules: dict[str, Rule] = {rule.id: rule for rule in rules}
+        # The enabled state rules, rebuilt when a rule is added or removed
+        # rather than for every state.
+        self._state_rules_cache: list[Rule] | None = None
         self._conditions: dict[tuple[str, str], _Condition] = {}
         self._last_state_at: dict[str, datetime] = {}
 
@@ -79,6 +82,7 @@ class RuleEngine:
     def put(self, rule: Rule) -> None:
         """Add or replace a rule; a replaced rule keeps its open alerts."""
         self._rules[rule.id] = rule
+        self._state_rules_cache = None
         for (rule_id, _), condition in self._conditions.items():
             if rule_id == rule.id:
                 condition.holding_since = None
@@ -86,6 +90,7 @@ class RuleEngine:
     def remove(self, rule_id: str) -> None:
         """Drop a rule and its per-robot conditions."""
         self._rules.pop(rule_id, None)
+        self._state_rules_cache = None
         for key in [key for key in self._conditions if key[0] == rule_id]:
             del self._conditions[key]
 
@@ -112,7 +117,9 @@ class RuleEngine:
         for rule in self._state_rules():
             value = read_field(rule.field, state)  # type: ignore[arg-type]
             if value is not None:
-                fired.extend(self._step(rule, robot_id, value, now))
+                events = self._step(rule, robot_id, value, now)
+                if events:
+                    fired.extend(events)
         return fired
 
     def tick(self) -> list[Event]:
@@ -140,7 +147,11 @@ class RuleEngine:
         ]
 
     def _state_rules(self) -> list[Rule]:
-        return [rule for rule in self._rules.values() if rule.enabled and rule.field]
+        if self._state_rules_cache is None:
+            self._state_rules_cache = [
+                rule for rule in self._rules.values() if rule.enabled and rule.field
+            ]
+        return self._state_rules_cache
 
     def _condition(self, rule_id: str, robot_id: str) -> _Condition:
         key = (rule_id, robot_id)
