@@ -100,3 +100,16 @@ def test_chunk_sizes_cover_every_row() -> None:
         assert sum(sizes) == count
         assert all(size & (size - 1) == 0 for size in sizes)
         assert max(sizes) <= MAX_ROWS_PER_STATEMENT
+
+
+async def test_in_memory_sqlite_writes_through_the_engine() -> None:
+    """An in-memory database has no file for a second connection; rows still land."""
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        await migrate.upgrade(engine)
+        storage = SqlStorage(engine)
+        rows = [make_row(second, [1.0, 2.0]) for second in range(3)]
+        await storage.write_telemetry(rows)
+        assert await storage.telemetry("copy-robot", None, None, 10) == rows
+    finally:
+        await engine.dispose()

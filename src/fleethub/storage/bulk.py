@@ -2,10 +2,18 @@
 
 SQLAlchemy's executemany runs Python bind processors for every row on the
 event loop, which made the telemetry writer fleethub's ingest bottleneck.
-This path hands aiosqlite ready-made values and writes exactly what the
+This path hands the driver ready-made values and writes exactly what the
 SQLAlchemy path writes, so reads through SQLAlchemy are unchanged. PostgreSQL
 has its own COPY path in ``storage/postgres.py``. Measured before and after
 in ``BENCHMARKS.md``.
+
+For a database file, :class:`SqliteTelemetryWriter` keeps a sqlite3
+connection and a thread of its own and writes a whole batch (its inserts and
+the commit) in one call to that thread. Through aiosqlite each statement,
+the commit and the pool's reset were separate round trips to its thread,
+each waiting for a turn of a busy event loop. Other databases (in memory)
+go through the engine's aiosqlite connection with
+:func:`insert_telemetry_sqlite`.
 
 Rows go in as multi-row ``INSERT ... VALUES (...), (...)`` statements rather
 than one ``executemany``. The sqlite3 module releases the GIL around every
@@ -17,8 +25,10 @@ its values in one go and inserts them all in a single step.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -58,6 +68,65 @@ def chunk_sizes(count: int) -> list[int]:
         sizes.append(size)
         count -= size
     return sizes
+
+
+class SqliteTelemetryWriter:
+    """Write telemetry batches to a SQLite file on a connection of its own.
+
+    The connection lives in a single worker thread, opened on first use, with
+    the settings the engine's connections get (WAL, ``synchronous=NORMAL``,
+    a busy timeout), so it waits for other writers like they do.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="telemetry-sqlite"
+        )
+        self._connection: sqlite3.Connection | None = None
+
+    async def write(self, rows: Sequence[TelemetryRow]) -> None:
+        """Store ``rows`` in one transaction; raise StorageUnavailable if locked."""
+        values = sqlite_values(rows)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._write, len(rows), values)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"Database unavailable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection in its thread, then stop the thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _write(self, count: int, values: list[Any]) -> None:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._connect()
+        width = len(COLUMNS)
+        start = 0
+        with connection:  # commits, or rolls back if a statement fails
+            for size in chunk_sizes(count):
+                end = start + size * width
+                connection.execute(insert_statement(size), values[start:end])
+                start = end
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 async def insert_telemetry_sqlite(
