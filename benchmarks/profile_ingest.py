@@ -77,7 +77,10 @@ def print_hottest(path: Path, count: int = 25) -> None:
 # A stack counts for the first part that matches, so the more specific parts
 # come first (the pipeline runs inside the link's receive loop).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("database thread (SQLite executemany, commit)", ("_connection_worker_thread",)),
+    (
+        "database thread (SQLite inserts, commit)",
+        ("_connection_worker_thread", "SqliteTelemetryWriter._write"),
+    ),
     ("stream hub (fan-out to operators)", ("fleethub/stream/",)),
     ("pipeline: clock reads", ("utcnow",)),
     ("pipeline: live state", ("LiveState.update",)),
@@ -87,7 +90,10 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline: TelemetryRow", ("TelemetryRow.from_state",)),
     ("pipeline: rest (checks, submit)", ("IngestPipeline.handle_state",)),
     ("frame decoding (msgspec)", ("decode_robot_frame",)),
-    ("writer: rows to driver records", ("sqlite_values", "_encode_row", "records")),
+    (
+        "writer: rows to driver records",
+        ("sqlite_values", "_sqlite_record", "_encode_row", "records"),
+    ),
     ("writer: COPY on the event loop (asyncpg)", ("asyncpg/",)),
     ("writer: acknowledgements, batch handling", ("BatchWriter.",)),
     ("robot link sender (acks to robots)", ("run_sender",)),
