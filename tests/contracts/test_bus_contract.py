@@ -55,7 +55,7 @@ async def test_close_closes_subscriptions(bus: EventBus) -> None:
     assert subscription.closed
 
 
-async def test_wants_a_channel_with_a_subscriber(bus: EventBus) -> None:
+async def test_wants_subscribed_channel(bus: EventBus) -> None:
     """A bus wants messages on a channel while a subscription covers it."""
     subscription = bus.subscribe(frozenset({STATES, EVENTS}))
     assert bus.wants(STATES)

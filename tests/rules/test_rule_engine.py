@@ -143,7 +143,7 @@ def test_event_rule_ignores_rule_events() -> None:
     assert engine.evaluate_event(echo) == []
 
 
-def test_rules_changed_between_states_apply_to_the_next_state() -> None:
+def test_rule_changes_apply_next_state() -> None:
     """Adding, disabling and removing a rule takes effect from the next state."""
     engine = RuleEngine([], clock=ManualClock())
     state = StateFactory()

@@ -84,7 +84,7 @@ async def test_bulk_rows_queryable_by_time(storage: SqlStorage) -> None:
     assert await storage.last_telemetry_time("copy-robot") == rows[-1].ts
 
 
-async def test_bulk_batch_of_several_statements(storage: SqlStorage) -> None:
+async def test_bulk_multi_statement_batch(storage: SqlStorage) -> None:
     """A batch larger than one statement holds is stored whole and in order."""
     count = 2 * MAX_ROWS_PER_STATEMENT + 3
     rows = [make_row(second, None) for second in range(count)]
@@ -102,7 +102,7 @@ def test_chunk_sizes_cover_every_row() -> None:
         assert max(sizes) <= MAX_ROWS_PER_STATEMENT
 
 
-async def test_in_memory_sqlite_writes_through_the_engine() -> None:
+async def test_in_memory_sqlite_uses_engine() -> None:
     """An in-memory database has no file for a second connection; rows still land."""
     engine = create_engine("sqlite+aiosqlite://")
     try:
