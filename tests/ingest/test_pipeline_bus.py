@@ -1,4 +1,4 @@
-"""States reach the bus only while someone listens; storage gets them always."""
+"""States reach the bus only while someone listens, and storage gets them always."""
 
 from __future__ import annotations
 

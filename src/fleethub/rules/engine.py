@@ -65,8 +65,8 @@ def read_field(field: StateField, state: RobotState) -> float | str | None:
 def _reader(field: StateField) -> Callable[[RobotState], float | str | None]:
     """Return a function that reads ``field`` from a state like :func:`read_field`.
 
-    Picked once per rule: comparing the field against each enum member for
-    every state cost more than the rest of a rule's evaluation.
+    Picked once per rule, because comparing the field against each enum
+    member for every state took most of the engine's time per state.
     """
     if field is StateField.BATTERY:
         return attrgetter("battery")

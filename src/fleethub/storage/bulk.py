@@ -17,10 +17,10 @@ go through the engine's aiosqlite connection with
 
 Rows go in as multi-row ``INSERT ... VALUES (...), (...)`` statements rather
 than one ``executemany``. The sqlite3 module releases the GIL around every
-step of a statement, and executemany steps once per row: on a busy server the
-database thread then waits for the GIL again after each row, and a batch of a
-few thousand rows took hundreds of milliseconds. A multi-row statement binds
-its values in one go and inserts them all in a single step.
+step of a statement, and executemany steps once per row. On a busy server the
+database thread then waited for the GIL again after each row, so a batch of
+a few thousand rows took hundreds of milliseconds. A multi-row statement
+binds its values in one go and inserts them all in a single step.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ COLUMNS = TelemetryRow._fields
 # Rows per statement, at most. Chunks are powers of two up to this, so a
 # connection prepares at most eleven distinct statements and its statement
 # cache keeps them. 1,024 rows bind 14,336 values, under the 32,766 that
-# SQLite allows by default.
+# SQLite allows by default since version 3.32.
 MAX_ROWS_PER_STATEMENT = 1024
 
 _ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
