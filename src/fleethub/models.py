@@ -46,9 +46,11 @@ class TelemetryRow(NamedTuple):
     def from_state(cls, robot_id: str, state: RobotState) -> TelemetryRow:
         """Flatten a validated state into a row."""
         lidar = state.lidar
+        timestamp = state.timestamp
         return cls(
             robot_id,
-            state.timestamp.astimezone(UTC),
+            # Robots mostly send UTC already; astimezone would still copy it.
+            timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC),
             state.position.x,
             state.position.y,
             state.position.z,

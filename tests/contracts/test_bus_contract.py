@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from fleethub.bus.base import EVENTS, STATES, EventBus
+from fleethub.bus.redis import RedisBus
 
 
 async def test_delivers_to_channel_subscribers(bus: EventBus) -> None:
@@ -52,3 +53,25 @@ async def test_close_closes_subscriptions(bus: EventBus) -> None:
     subscription = bus.subscribe(frozenset({EVENTS}))
     await bus.close()
     assert subscription.closed
+
+
+async def test_wants_subscribed_channel(bus: EventBus) -> None:
+    """A bus wants messages on a channel while a subscription covers it."""
+    subscription = bus.subscribe(frozenset({STATES, EVENTS}))
+    assert bus.wants(STATES)
+    assert bus.wants(EVENTS)
+    bus.unsubscribe(subscription)
+
+
+async def test_wants_without_subscribers(bus: EventBus) -> None:
+    """Without local subscribers only a networked bus still wants messages.
+
+    The memory bus knows every subscriber, so it declines; the Redis bus
+    cannot see subscribers in other processes, so it always accepts.
+    """
+    networked = isinstance(bus, RedisBus)
+    assert bus.wants(STATES) is networked
+    subscription = bus.subscribe(frozenset({EVENTS}))
+    assert bus.wants(STATES) is networked
+    bus.unsubscribe(subscription)
+    assert bus.wants(EVENTS) is networked

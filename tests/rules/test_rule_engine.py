@@ -141,3 +141,21 @@ def test_event_rule_ignores_rule_events() -> None:
     assert alert.type == "mission_failed_alert"
     assert alert.severity == "critical"
     assert engine.evaluate_event(echo) == []
+
+
+def test_rule_changes_apply_next_state() -> None:
+    """Adding, disabling and removing a rule takes effect from the next state."""
+    engine = RuleEngine([], clock=ManualClock())
+    state = StateFactory()
+    assert engine.evaluate("r1", state(battery=10.0)) == []
+
+    engine.put(battery_rule())
+    [opened] = engine.evaluate("r1", state(battery=10.0))
+    assert opened.data["alert"] == "opened"
+
+    engine.put(battery_rule(enabled=False))
+    engine.remove("battery_low")
+    engine.put(battery_rule(id="battery_very_low", threshold=5.0))
+    assert engine.evaluate("r2", state(battery=10.0)) == []
+    [very_low] = engine.evaluate("r2", state(battery=4.0))
+    assert very_low.type == "battery_very_low"

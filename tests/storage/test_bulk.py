@@ -13,6 +13,7 @@ import pytest
 
 from fleethub.models import TelemetryRow
 from fleethub.storage import migrate
+from fleethub.storage.bulk import MAX_ROWS_PER_STATEMENT, chunk_sizes
 from fleethub.storage.postgres import PostgresStorage
 from fleethub.storage.sql import SqlStorage, create_engine
 
@@ -81,3 +82,34 @@ async def test_bulk_rows_queryable_by_time(storage: SqlStorage) -> None:
     end = rows[3].ts
     assert await storage.telemetry("copy-robot", start, end, 10) == rows[1:3]
     assert await storage.last_telemetry_time("copy-robot") == rows[-1].ts
+
+
+async def test_bulk_multi_statement_batch(storage: SqlStorage) -> None:
+    """A batch larger than one statement holds is stored whole and in order."""
+    count = 2 * MAX_ROWS_PER_STATEMENT + 3
+    rows = [make_row(second, None) for second in range(count)]
+    await storage.write_telemetry(rows)
+    assert await storage.count_telemetry() == count
+    assert await storage.telemetry("copy-robot", None, None, count) == rows
+
+
+def test_chunk_sizes_cover_every_row() -> None:
+    """Chunks are powers of two within the statement limit and add up."""
+    for count in (1, 7, 1024, 1025, 5000):
+        sizes = chunk_sizes(count)
+        assert sum(sizes) == count
+        assert all(size & (size - 1) == 0 for size in sizes)
+        assert max(sizes) <= MAX_ROWS_PER_STATEMENT
+
+
+async def test_in_memory_sqlite_uses_engine() -> None:
+    """An in-memory database has no file for a second connection; rows still land."""
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        await migrate.upgrade(engine)
+        storage = SqlStorage(engine)
+        rows = [make_row(second, [1.0, 2.0]) for second in range(3)]
+        await storage.write_telemetry(rows)
+        assert await storage.telemetry("copy-robot", None, None, 10) == rows
+    finally:
+        await engine.dispose()

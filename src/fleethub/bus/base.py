@@ -77,6 +77,14 @@ class EventBus(Protocol):
     async def publish(self, channel: str, message: bytes) -> None:
         """Send ``message`` to every subscriber of ``channel``."""
 
+    def wants(self, channel: str) -> bool:
+        """Return whether a message published on ``channel`` may reach anyone.
+
+        False means no subscriber anywhere would get it, so a publisher may
+        skip encoding the message at all. A bus that cannot know (other
+        processes may be listening) answers True.
+        """
+
     def subscribe(self, channels: frozenset[str], maxsize: int = 1000) -> Subscription:
         """Return a new subscription to ``channels``."""
 

@@ -22,6 +22,10 @@ class MemoryBus:
         for subscription in self._subscribers.get(channel, ()):
             subscription.deliver(channel, message)
 
+    def wants(self, channel: str) -> bool:
+        # unsubscribe() leaves empty sets behind, hence the truth test.
+        return bool(self._subscribers.get(channel))
+
     def subscribe(self, channels: frozenset[str], maxsize: int = 1000) -> Subscription:
         subscription = Subscription(channels, maxsize)
         for channel in channels:

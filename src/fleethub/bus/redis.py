@@ -110,6 +110,10 @@ class RedisBus:
         self._sent.clear()
         self._wake.set()
 
+    def wants(self, channel: str) -> bool:
+        # Subscribers in other processes are invisible from here.
+        return True
+
     def subscribe(self, channels: frozenset[str], maxsize: int = 1000) -> Subscription:
         return self._local.subscribe(channels, maxsize)
 

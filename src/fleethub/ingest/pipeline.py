@@ -132,7 +132,9 @@ class IngestPipeline:
         """Accept one state, or raise :class:`InvalidInput` naming the broken rule."""
         robot_id = connection.robot_id
         state = update.data
-        self._check(robot_id, state)
+        # One clock read serves the time checks and the live state.
+        now = self.clock()
+        self._check(robot_id, state, now)
         timestamp = state.timestamp
         last = self._last_timestamp.get(robot_id)
         if last is not None and timestamp <= last:
@@ -151,23 +153,26 @@ class IngestPipeline:
         )
         self._last_timestamp[robot_id] = timestamp
         self.stats.accepted += 1
-        await self.live.update(robot_id, state, self.clock())
+        await self.live.update(robot_id, state, now)
         for event in self.rules.evaluate(robot_id, state):
             await self.emit(event)
-        await self.bus.publish(
-            STATES, encode(StateMessage(robot_id=robot_id, data=state))
-        )
+        # Encoding the bus message is a good part of a state's cost; skip it
+        # when no subscriber would receive it.
+        if self.bus.wants(STATES):
+            await self.bus.publish(
+                STATES, encode(StateMessage(robot_id=robot_id, data=state))
+            )
         for observer in self.state_observers:
             observer(robot_id, state)
 
-    def _check(self, robot_id: str, state: RobotState) -> None:
+    def _check(self, robot_id: str, state: RobotState, now: datetime) -> None:
         if state.robot_id is not None and state.robot_id != robot_id:
             raise InvalidInput(
                 f"State names robot {state.robot_id[:64]!r} but this connection is "
                 f"for {robot_id!r}.",
                 code="robot_id_mismatch",
             )
-        if state.timestamp > self.clock() + self._max_skew:
+        if state.timestamp > now + self._max_skew:
             raise InvalidInput(
                 f"Timestamp {state.timestamp.isoformat()} is more than "
                 f"{self.settings.max_future_skew_s:g} s ahead of the server clock; "

@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import islice
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from fleethub.errors import Overloaded, StorageUnavailable
@@ -190,7 +191,9 @@ class BatchWriter(Generic[T]):
 
     async def _flush_one_batch(self) -> None:
         count = min(self.batch_size, len(self._buffer))
-        batch = [self._buffer[i] for i in range(count)]
+        # islice walks the deque once; indexing it item by item walks from an
+        # end for every index.
+        batch = list(islice(self._buffer, count))
         oldest_queued_at = batch[0].queued_at  # read first: a retry may replace it
         started = time.perf_counter()
         written = await self._write_with_retry(batch)
@@ -278,12 +281,11 @@ class _FutureTarget:
 def _acknowledge(batch: list[_Pending[T]]) -> None:
     """Send each producer one acknowledgement for its highest seq in the batch."""
     highest: dict[int, tuple[AckTarget, int]] = {}
-    for pending in batch:
-        if pending.target is None or pending.seq is None:
+    for _, target, seq, _ in batch:
+        if target is None or seq is None:
             continue
-        key = id(pending.target)
-        current = highest.get(key)
-        if current is None or pending.seq > current[1]:
-            highest[key] = (pending.target, pending.seq)
+        current = highest.get(id(target))
+        if current is None or seq > current[1]:
+            highest[id(target)] = (target, seq)
     for target, seq in highest.values():
         target.acknowledge(seq)

@@ -19,15 +19,18 @@ those to store alerts and run the rule's actions.
 from __future__ import annotations
 
 import math
+import operator
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from fleethub.models import Event, Severity, utcnow
 from fleethub.protocol import RobotState
-from fleethub.rules.model import Rule, StateField, clears, compare
+from fleethub.rules.model import Comparison, Rule, StateField, clears, compare
 
 Clock = Callable[[], datetime]
 
@@ -59,12 +62,50 @@ def read_field(field: StateField, state: RobotState) -> float | str | None:
     return 0.0  # seconds_since_state is zero when a state arrives
 
 
+def _reader(field: StateField) -> Callable[[RobotState], float | str | None]:
+    """Return a function that reads ``field`` from a state like :func:`read_field`.
+
+    Picked once per rule, because comparing the field against each enum
+    member for every state took most of the engine's time per state.
+    """
+    if field is StateField.BATTERY:
+        return attrgetter("battery")
+    if field is StateField.STATUS:
+        return lambda state: state.status.value
+    if field is StateField.LINEAR_VELOCITY:
+        return lambda state: state.velocity.linear
+    if field is StateField.ANGULAR_VELOCITY:
+        return lambda state: state.velocity.angular
+    return partial(read_field, field)
+
+
+_OPERATORS: dict[Comparison, Callable[[Any, Any], bool]] = {
+    Comparison.LT: operator.lt,
+    Comparison.LE: operator.le,
+    Comparison.GT: operator.gt,
+    Comparison.GE: operator.ge,
+    Comparison.EQ: operator.eq,
+    Comparison.NE: operator.ne,
+}
+
+
+class _StateRule(NamedTuple):
+    """A state rule with its field reader and comparison picked in advance."""
+
+    rule: Rule
+    read: Callable[[RobotState], float | str | None]
+    meets: Callable[[Any, Any], bool]
+
+
 class RuleEngine:
     """Evaluate rules per robot; return the events that fire or clear."""
 
     def __init__(self, rules: Iterable[Rule], *, clock: Clock = utcnow) -> None:
         self.clock = clock
         self._rules: dict[str, Rule] = {rule.id: rule for rule in rules}
+        # The enabled state rules, rebuilt when a rule is added or removed
+        # rather than for every state.
+        self._state_rules_cache: list[_StateRule] | None = None
         self._conditions: dict[tuple[str, str], _Condition] = {}
         self._last_state_at: dict[str, datetime] = {}
 
@@ -79,6 +120,7 @@ class RuleEngine:
     def put(self, rule: Rule) -> None:
         """Add or replace a rule; a replaced rule keeps its open alerts."""
         self._rules[rule.id] = rule
+        self._state_rules_cache = None
         for (rule_id, _), condition in self._conditions.items():
             if rule_id == rule.id:
                 condition.holding_since = None
@@ -86,6 +128,7 @@ class RuleEngine:
     def remove(self, rule_id: str) -> None:
         """Drop a rule and its per-robot conditions."""
         self._rules.pop(rule_id, None)
+        self._state_rules_cache = None
         for key in [key for key in self._conditions if key[0] == rule_id]:
             del self._conditions[key]
 
@@ -109,10 +152,23 @@ class RuleEngine:
         now = self.clock()
         self._last_state_at[robot_id] = now
         fired: list[Event] = []
-        for rule in self._state_rules():
-            value = read_field(rule.field, state)  # type: ignore[arg-type]
-            if value is not None:
-                fired.extend(self._step(rule, robot_id, value, now))
+        conditions = self._conditions
+        for rule, read, meets in self._prepared_state_rules():
+            value = read(state)
+            if value is None:
+                continue
+            # Most states change nothing: no alert is open, no condition is
+            # pending and the value does not meet the condition. Settle that
+            # case here, without the general step.
+            condition = conditions.get((rule.id, robot_id))
+            if (
+                condition is None
+                or (condition.alert_id is None and condition.holding_since is None)
+            ) and not meets(value, rule.threshold):
+                continue
+            events = self._step(rule, robot_id, value, now)
+            if events:
+                fired.extend(events)
         return fired
 
     def tick(self) -> list[Event]:
@@ -140,7 +196,16 @@ class RuleEngine:
         ]
 
     def _state_rules(self) -> list[Rule]:
-        return [rule for rule in self._rules.values() if rule.enabled and rule.field]
+        return [prepared.rule for prepared in self._prepared_state_rules()]
+
+    def _prepared_state_rules(self) -> list[_StateRule]:
+        if self._state_rules_cache is None:
+            self._state_rules_cache = [
+                _StateRule(rule, _reader(rule.field), _OPERATORS[rule.comparison])
+                for rule in self._rules.values()
+                if rule.enabled and rule.field and rule.comparison is not None
+            ]
+        return self._state_rules_cache
 
     def _condition(self, rule_id: str, robot_id: str) -> _Condition:
         key = (rule_id, robot_id)

@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import Executable
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics, Event, StoredEvent, TelemetryRow
-from fleethub.storage.bulk import insert_telemetry_sqlite
+from fleethub.storage.bulk import SqliteTelemetryWriter, insert_telemetry_sqlite
 from fleethub.storage.schema import events, robots, telemetry
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,21 @@ def create_engine(
     )
 
 
+def _sqlite_file_writer(engine: AsyncEngine) -> SqliteTelemetryWriter | None:
+    """Return a dedicated telemetry writer when the engine is on a SQLite file.
+
+    An in-memory database, or a URL with driver options (``?mode=...``), is
+    left to the engine: a second connection would not see the same database,
+    or not open it the same way.
+    """
+    url = engine.url
+    if engine.dialect.name != "sqlite" or url.query:
+        return None
+    if url.database in (None, "", ":memory:"):
+        return None
+    return SqliteTelemetryWriter(url.database)
+
+
 class SqlStorage:
     """:class:`fleethub.storage.base.Storage` over a SQLAlchemy async engine."""
 
@@ -132,8 +147,11 @@ class SqlStorage:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._analytics_sql = text(_ANALYTICS_SQL[self.dialect])
+        self._sqlite_writer = _sqlite_file_writer(engine)
 
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -187,6 +205,9 @@ class SqlStorage:
 
     async def write_telemetry(self, rows: Sequence[TelemetryRow]) -> None:
         if not rows:
+            return
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.write(rows)
             return
         async with self._connect(write=True) as conn:
             if self.dialect == "sqlite":

@@ -103,9 +103,14 @@ class WebSocketRobotLink:
             logger.debug("robot_send_failed", extra={"robot_id": self.robot_id})
 
     def _take_outbox(self) -> list[bytes]:
-        frames = list(self._errors) + list(self._commands)
-        self._errors.clear()
-        self._commands.clear()
+        # Most wake-ups carry only an acknowledgement; skip the empty queues.
+        frames: list[bytes] = []
+        if self._errors:
+            frames.extend(self._errors)
+            self._errors.clear()
+        if self._commands:
+            frames.extend(self._commands)
+            self._commands.clear()
         if self._ack is not None and self._ack != self._sent_ack:
             frames.append(encode(Ack(seq=self._ack)))
             self._sent_ack = self._ack
