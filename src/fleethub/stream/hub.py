@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from fleethub.api.raw_frames import text_frame
 from fleethub.bus.base import EVENTS, STATES, EventBus, Subscription
 from fleethub.errors import Overloaded
 from fleethub.protocol import encode
@@ -185,11 +186,13 @@ class Payload:
     log order. The batch frame is built once, on first use.
     """
 
-    __slots__ = ("messages", "_batch")
+    __slots__ = ("messages", "_batch", "_frames", "_batch_frame")
 
     def __init__(self, messages: list[bytes]) -> None:
         self.messages = messages
         self._batch: bytes | None = None
+        self._frames: bytes | None = None
+        self._batch_frame: bytes | None = None
 
     @property
     def batch(self) -> bytes:
@@ -199,6 +202,20 @@ class Payload:
                 b'{"type":"batch","items":[' + b",".join(self.messages) + b"]}"
             )
         return self._batch
+
+    @property
+    def frames(self) -> bytes:
+        """Every message as its own WebSocket text frame, back to back."""
+        if self._frames is None:
+            self._frames = b"".join([text_frame(message) for message in self.messages])
+        return self._frames
+
+    @property
+    def batch_frame(self) -> bytes:
+        """The batch as one WebSocket text frame."""
+        if self._batch_frame is None:
+            self._batch_frame = text_frame(self.batch)
+        return self._batch_frame
 
 
 class Read(NamedTuple):

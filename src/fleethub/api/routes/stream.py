@@ -24,9 +24,16 @@ from fastapi import APIRouter, Request, WebSocket
 from sse_starlette import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from fleethub.api.raw_frames import RawFrameWriter, raw_writer
 from fleethub.errors import FleethubError, InvalidInput
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
-from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
+from fleethub.stream.hub import (
+    Evicted,
+    Payload,
+    StreamHub,
+    Subscriber,
+    decode_envelope,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,12 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_SLOW = 4008
 CLOSE_TIMEOUT_S = 2.0
+
+# A subscriber with this much already waiting in its socket's send buffer
+# gets nothing more until the buffer drains; meanwhile it falls behind the
+# hub's log like any slow reader (missed states, then eviction). The same as
+# the transport's default high-water mark, where plain sends start to wait.
+MAX_UNSENT_BYTES = 64 * 1024
 
 
 def _filters_from_query(request: Request | WebSocket) -> StreamFilters:
@@ -113,6 +126,7 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
 async def _send_loop(
     websocket: WebSocket, hub: StreamHub, subscriber: Subscriber
 ) -> None:
+    writer = raw_writer(websocket.scope)
     with contextlib.suppress(Evicted, WebSocketDisconnect, RuntimeError, OSError):
         while True:
             end = await hub.wait(subscriber)
@@ -126,14 +140,33 @@ async def _send_loop(
             read = hub.read(subscriber, end)
             if read is None:
                 continue
-            payload = read.payload
-            if payload.messages:
-                if batch_ms:
-                    await websocket.send_text(payload.batch.decode())
-                else:
-                    for message in payload.messages:
-                        await websocket.send_text(message.decode())
-            hub.commit(subscriber, read)
+            if not read.payload.messages:
+                hub.commit(subscriber, read)
+            elif writer is None:
+                await _send_plain(websocket, read.payload, batch_ms)
+                hub.commit(subscriber, read)
+            elif _write_raw(writer, read.payload, batch_ms):
+                hub.commit(subscriber, read)
+            else:
+                # The peer is not reading: keep the cursor, so the subscriber
+                # falls behind like any slow one, and wait for the socket to
+                # drain instead of building ever larger payloads meanwhile.
+                await writer.wait_writable()
+                await asyncio.sleep(hub.tick_s)
+
+
+def _write_raw(writer: RawFrameWriter, payload: Payload, batch_ms: int) -> bool:
+    frames = payload.batch_frame if batch_ms else payload.frames
+    return writer.write(frames, MAX_UNSENT_BYTES)
+
+
+async def _send_plain(websocket: WebSocket, payload: Payload, batch_ms: int) -> None:
+    """Send through ASGI, for servers without the raw-frame extension."""
+    if batch_ms:
+        await websocket.send_text(payload.batch.decode())
+        return
+    for message in payload.messages:
+        await websocket.send_text(message.decode())
 
 
 async def _receive_loop(
