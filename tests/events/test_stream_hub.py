@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from fleethub.api.raw_frames import text_frame
 from fleethub.bus.base import EVENTS, STATES
 from fleethub.bus.memory import MemoryBus
 from fleethub.errors import Overloaded
@@ -304,3 +305,76 @@ def test_hub_limits_subscribers() -> None:
     with pytest.raises(Overloaded) as raised:
         hub.connect(StreamFilters())
     assert raised.value.code == "too_many_subscribers"
+
+
+class RecordingWriter:
+    """A frame writer that keeps what it is given, or refuses while told to."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.refuse = False
+        self.closed = False
+
+    def write(self, frames: bytes, max_buffered: int) -> bool:
+        if self.closed:
+            raise ConnectionResetError("closed")
+        if self.refuse:
+            return False
+        self.frames.append(frames)
+        return True
+
+
+async def test_hub_writes_frames_on_its_ticks(bus: MemoryBus) -> None:
+    """Pushed subscribers get frames written by the hub: per message or batched."""
+    hub = await started(bus, max_states=100)
+    plain, batched = RecordingWriter(), RecordingWriter()
+    hub.push_to(hub.connect(StreamFilters()), plain)
+    hub.push_to(hub.connect(StreamFilters(batch_ms=20)), batched)
+
+    await publish(hub, (STATES, state(1)), (STATES, state(2)))
+    await wait_until(lambda: plain.frames and batched.frames)
+
+    assert b"".join(plain.frames) == text_frame(state(1)) + text_frame(state(2))
+    assert batched.frames == [
+        text_frame(b'{"type":"batch","items":[' + state(1) + b"," + state(2) + b"]}")
+    ]
+    await hub.close()
+
+
+async def test_refused_write_keeps_the_cursor(bus: MemoryBus) -> None:
+    """A refused write is retried later from the same place; a closed one stops."""
+    hub = await started(bus, max_states=100)
+    writer = RecordingWriter()
+    reader = hub.connect(StreamFilters())
+    hub.push_to(reader, writer)
+    writer.refuse = True
+
+    await publish(hub, (STATES, state(1)))
+    await publish(hub, (STATES, state(2)))
+    assert reader.state_cursor == 0
+    writer.refuse = False
+    await wait_until(lambda: reader.state_cursor == 2)
+
+    assert b"".join(writer.frames) == text_frame(state(1)) + text_frame(state(2))
+    writer.closed = True
+    await publish(hub, (STATES, state(3)))
+    await wait_until(lambda: reader.writer is None)
+    assert reader.state_cursor == 2
+    await hub.close()
+
+
+async def test_subscribe_moves_a_pushed_subscriber(bus: MemoryBus) -> None:
+    """New filters take effect for pushed subscribers, batch interval included."""
+    hub = await started(bus, max_states=100)
+    writer = RecordingWriter()
+    reader = hub.connect(StreamFilters())
+    hub.push_to(reader, writer)
+    hub.set_filters(reader, StreamFilters(batch_ms=10, robot_ids=["r2"]))
+
+    await publish(hub, (STATES, state(1)), (STATES, state(2, "r2")))
+    await wait_until(lambda: writer.frames)
+
+    assert writer.frames == [
+        text_frame(b'{"type":"batch","items":[' + state(2, "r2") + b"]}")
+    ]
+    await hub.close()

@@ -13,6 +13,9 @@ sender once. Senders that batch wait on a shared clock for their interval
 instead, aligned to multiples of it, so they all read the same range.
 Subscribers with the same filters reading the same range share one built
 :class:`Payload`, so a thousand unfiltered dashboards cost one join per tick.
+A subscriber whose connection can take pre-built frames (see
+:meth:`StreamHub.push_to`) has no sender task at all: on each tick the hub
+writes the shared frames to every such connection itself.
 
 Falling behind:
 
@@ -39,7 +42,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -54,6 +57,12 @@ logger = logging.getLogger(__name__)
 # Queue size of the hub's own bus subscription. One task without I/O drains
 # it, so it fills only when the event loop is starved.
 HUB_BUS_QUEUE = 100_000
+
+# A subscriber written to directly gets nothing more while this many bytes
+# wait unsent in its socket; meanwhile it falls behind the log like any slow
+# reader. The same as the transport's default high-water mark, where plain
+# ASGI sends start to wait.
+MAX_UNSENT_BYTES = 64 * 1024
 
 # How often, at most, the hub looks for subscribers that missed too many
 # states. Eviction is a bound on memory and wasted work, not a deadline.
@@ -82,6 +91,16 @@ _ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 def decode_envelope(message: bytes) -> Envelope:
     """Decode the routing fields of a bus message, or raise msgspec.DecodeError."""
     return _ENVELOPE_DECODER.decode(message)
+
+
+class FrameWriter(Protocol):
+    """Writes pre-built WebSocket frames to one connection without waiting."""
+
+    def write(self, frames: bytes, max_buffered: int) -> bool:
+        """Write, or return False when ``max_buffered`` bytes wait unsent.
+
+        Raises ConnectionError once the connection is closing.
+        """
 
 
 class Evicted(Exception):
@@ -255,6 +274,7 @@ class Subscriber:
         self.evicted = asyncio.Event()
         self.eviction_reason: str | None = None
         self.pending = 0
+        self.writer: FrameWriter | None = None
         self._last_state_at: dict[str, float] = {}
         self.set_filters(filters)
 
@@ -358,6 +378,9 @@ class StreamHub:
         self._last_sweep = -math.inf
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._clocks: dict[int, Tick] = {}
+        # Subscribers the hub writes to itself, by batch interval (0: none).
+        self._pushed: dict[int, set[Subscriber]] = {}
+        self._push_clocks: dict[int, asyncio.TimerHandle] = {}
 
     @property
     def max_states(self) -> int:
@@ -385,6 +408,9 @@ class StreamHub:
         for handle in (self._tick_handle, self._sweep_handle):
             if handle is not None:
                 handle.cancel()
+        for handle in self._push_clocks.values():
+            handle.cancel()
+        self._push_clocks.clear()
         for subscriber in list(self.subscribers):
             self._evict(subscriber, "server_closing")
 
@@ -404,6 +430,7 @@ class StreamHub:
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
+        self._unpush(subscriber)
         if subscriber in self.subscribers:
             self.subscribers.discard(subscriber)
             self._count_states(subscriber.filters, -1)
@@ -413,7 +440,35 @@ class StreamHub:
         if subscriber in self.subscribers:
             self._count_states(subscriber.filters, -1)
             self._count_states(filters, +1)
+        writer = self._unpush(subscriber)
         subscriber.set_filters(filters)
+        if writer is not None:
+            self.push_to(subscriber, writer)
+
+    def push_to(self, subscriber: Subscriber, writer: FrameWriter) -> None:
+        """Have the hub write the subscriber's frames itself, on its ticks.
+
+        No task waits per subscriber then: on each tick (or batch interval)
+        the hub reads for every such subscriber, mostly from the shared
+        payload cache, and writes the frames in one call. A refused write
+        leaves the cursor where it is; the subscriber is retried on the next
+        tick and falls behind like any slow reader.
+        """
+        if subscriber not in self.subscribers:
+            return
+        subscriber.writer = writer
+        interval = subscriber.filters.batch_ms
+        self._pushed.setdefault(interval, set()).add(subscriber)
+        if self._behind(subscriber, self.log.end):
+            self._schedule_push(interval)
+
+    def _unpush(self, subscriber: Subscriber) -> FrameWriter | None:
+        writer, subscriber.writer = subscriber.writer, None
+        if writer is not None:
+            group = self._pushed.get(subscriber.filters.batch_ms)
+            if group is not None:
+                group.discard(subscriber)
+        return writer
 
     def _count_states(self, filters: StreamFilters, change: int) -> None:
         """Subscribe to the bus's states only while some subscriber wants them."""
@@ -468,6 +523,9 @@ class StreamHub:
             self._appending = False
         self._cache.clear()
         self._schedule_tick()
+        for interval, group in self._pushed.items():
+            if interval and group:
+                self._schedule_push(interval)
         if self._resubscribe_pending:
             self._resubscribe_pending = False
             self._resubscribe()
@@ -513,7 +571,11 @@ class StreamHub:
         loop = asyncio.get_running_loop()
         self._last_tick = loop.time()
         tick, self._tick = self._tick, Tick()
-        tick.fire(self.log.end)
+        end = self.log.end
+        tick.fire(end)
+        group = self._pushed.get(0)
+        if group:
+            self._push(0, group, end)
         self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
@@ -589,6 +651,56 @@ class StreamHub:
         if self._clocks.get(interval_ms) is tick:
             del self._clocks[interval_ms]
         tick.fire(self.log.end)
+
+    def _schedule_push(self, interval_ms: int) -> None:
+        """Make sure the pushed subscribers of ``interval_ms`` get written soon."""
+        if not interval_ms:
+            self._schedule_tick()
+            return
+        if interval_ms in self._push_clocks:
+            return
+        loop = asyncio.get_running_loop()
+        interval = interval_ms / 1000
+        deadline = (math.floor(loop.time() / interval) + 1) * interval
+        self._push_clocks[interval_ms] = loop.call_at(
+            deadline, self._fire_push_clock, interval_ms
+        )
+
+    def _fire_push_clock(self, interval_ms: int) -> None:
+        del self._push_clocks[interval_ms]
+        group = self._pushed.get(interval_ms)
+        if group:
+            self._push(interval_ms, group, self.log.end)
+
+    def _push(self, interval_ms: int, group: set[Subscriber], end: Position) -> None:
+        """Write what is new to every subscriber of one group, without waiting."""
+        batch = interval_ms > 0
+        refused = False
+        for subscriber in list(group):
+            writer = subscriber.writer
+            if writer is None:
+                continue
+            try:
+                read = self.read(subscriber, end)
+            except Evicted:
+                continue
+            if read is None:
+                continue
+            messages = read.payload.messages
+            if messages:
+                frames = read.payload.batch_frame if batch else read.payload.frames
+                try:
+                    written = writer.write(frames, MAX_UNSENT_BYTES)
+                except ConnectionError:
+                    self._unpush(subscriber)
+                    continue
+                if not written:
+                    refused = True
+                    continue
+            self.commit(subscriber, read)
+        if refused:
+            # Try the slow ones again later even if nothing new arrives.
+            self._schedule_push(interval_ms)
 
     # Reading -----------------------------------------------------------
 

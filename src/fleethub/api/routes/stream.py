@@ -24,16 +24,10 @@ from fastapi import APIRouter, Request, WebSocket
 from sse_starlette import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from fleethub.api.raw_frames import RawFrameWriter, raw_writer
+from fleethub.api.raw_frames import raw_writer
 from fleethub.errors import FleethubError, InvalidInput
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
-from fleethub.stream.hub import (
-    Evicted,
-    Payload,
-    StreamHub,
-    Subscriber,
-    decode_envelope,
-)
+from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +37,6 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOO_SLOW = 4008
 CLOSE_TIMEOUT_S = 2.0
-
-# A subscriber with this much already waiting in its socket's send buffer
-# gets nothing more until the buffer drains; meanwhile it falls behind the
-# hub's log like any slow reader (missed states, then eviction). The same as
-# the transport's default high-water mark, where plain sends start to wait.
-MAX_UNSENT_BYTES = 64 * 1024
 
 
 def _filters_from_query(request: Request | WebSocket) -> StreamFilters:
@@ -109,10 +97,16 @@ async def fleet_stream(websocket: WebSocket) -> None:
 async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
     await websocket.send_json(_subscribed(subscriber.filters))
     hub = _hub(websocket)
-    sender = asyncio.create_task(_send_loop(websocket, hub, subscriber))
     receiver = asyncio.create_task(_receive_loop(websocket, hub, subscriber))
     evicted = asyncio.create_task(subscriber.evicted.wait())
-    tasks = {sender, receiver, evicted}
+    tasks = {receiver, evicted}
+    writer = raw_writer(websocket.scope)
+    if writer is not None:
+        # The hub writes pre-built frames itself on its ticks: no task per
+        # subscriber wakes up for each tick.
+        hub.push_to(subscriber, writer)
+    else:
+        tasks.add(asyncio.create_task(_send_loop(websocket, hub, subscriber)))
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()
@@ -126,7 +120,7 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
 async def _send_loop(
     websocket: WebSocket, hub: StreamHub, subscriber: Subscriber
 ) -> None:
-    writer = raw_writer(websocket.scope)
+    """Send through ASGI, for servers without the raw-frame extension."""
     with contextlib.suppress(Evicted, WebSocketDisconnect, RuntimeError, OSError):
         while True:
             end = await hub.wait(subscriber)
@@ -140,33 +134,12 @@ async def _send_loop(
             read = hub.read(subscriber, end)
             if read is None:
                 continue
-            if not read.payload.messages:
-                hub.commit(subscriber, read)
-            elif writer is None:
-                await _send_plain(websocket, read.payload, batch_ms)
-                hub.commit(subscriber, read)
-            elif _write_raw(writer, read.payload, batch_ms):
-                hub.commit(subscriber, read)
+            if batch_ms and read.payload.messages:
+                await websocket.send_text(read.payload.batch.decode())
             else:
-                # The peer is not reading: keep the cursor, so the subscriber
-                # falls behind like any slow one, and wait for the socket to
-                # drain instead of building ever larger payloads meanwhile.
-                await writer.wait_writable()
-                await asyncio.sleep(hub.tick_s)
-
-
-def _write_raw(writer: RawFrameWriter, payload: Payload, batch_ms: int) -> bool:
-    frames = payload.batch_frame if batch_ms else payload.frames
-    return writer.write(frames, MAX_UNSENT_BYTES)
-
-
-async def _send_plain(websocket: WebSocket, payload: Payload, batch_ms: int) -> None:
-    """Send through ASGI, for servers without the raw-frame extension."""
-    if batch_ms:
-        await websocket.send_text(payload.batch.decode())
-        return
-    for message in payload.messages:
-        await websocket.send_text(message.decode())
+                for message in read.payload.messages:
+                    await websocket.send_text(message.decode())
+            hub.commit(subscriber, read)
 
 
 async def _receive_loop(
