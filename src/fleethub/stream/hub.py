@@ -350,7 +350,7 @@ class StreamHub:
         bus: EventBus,
         *,
         max_subscribers: int = 1000,
-        max_states: int = 256,
+        max_states: int = 2048,
         max_events: int = 1024,
         max_missed: int = 2048,
         tick_s: float = 0.005,
