@@ -30,7 +30,7 @@ async def test_messages_fragments_pings_and_close() -> None:
         port = server.sockets[0].getsockname()[1]
         client = await open_client(
             f"ws://127.0.0.1:{port}/ws?x=1",
-            lambda message, _at: received.append(message),
+            lambda message, _at: received.append(bytes(message)),
             time.time,
         )
         await asyncio.wait_for(client.closed, TIMEOUT_S)

@@ -137,7 +137,7 @@ class Recorder:
         self.latencies: list[float] = []
         self.undecodable = 0
 
-    def on_message(self, raw: bytes, received_at: float) -> None:
+    def on_message(self, raw: bytes | memoryview, received_at: float) -> None:
         try:
             frame = _FRAME_DECODER.decode(raw)
         except msgspec.DecodeError:

@@ -38,8 +38,10 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 MAX_HEADER_BYTES = 64 * 1024
 
-# (message bytes, wall-clock second at which the bytes carrying its end arrived)
-MessageHandler = Callable[[bytes, float], None]
+# (message, wall-clock second at which the bytes carrying its end arrived).
+# The message may be a memoryview into the read buffer, valid only during the
+# call: copy it with bytes() to keep it.
+MessageHandler = Callable[[bytes | memoryview, float], None]
 
 
 class HandshakeFailed(Exception):
@@ -119,10 +121,17 @@ class ClientProtocol(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._handshaken and not self._buffer:
+            # Most reads hold whole frames: parse them in place, keep the rest.
+            end = self._read_frames(data, self._clock())
+            if end < len(data):
+                self._buffer += data[end:]
+            return
         self._buffer += data
         if not self._handshaken and not self._read_handshake():
             return
-        self._read_frames(self._clock())
+        end = self._read_frames(self._buffer, self._clock())
+        del self._buffer[:end]
 
     def _read_handshake(self) -> bool:
         end = self._buffer.find(b"\r\n\r\n")
@@ -158,8 +167,14 @@ class ClientProtocol(asyncio.Protocol):
         assert self._transport is not None
         self._transport.close()
 
-    def _read_frames(self, received_at: float) -> None:
-        buffer = self._buffer
+    def _read_frames(self, buffer: bytes | bytearray, received_at: float) -> int:
+        """Handle every whole frame in ``buffer``; return where the rest starts."""
+        with memoryview(buffer) as view:
+            return self._read_frames_in(buffer, view, received_at)
+
+    def _read_frames_in(
+        self, buffer: bytes | bytearray, view: memoryview, received_at: float
+    ) -> int:
         size = len(buffer)
         pos = 0
         while size - pos >= 2:
@@ -182,24 +197,32 @@ class ClientProtocol(asyncio.Protocol):
                 break
             if second & 0x80 or first & 0x70:
                 self._fail(CLOSE_PROTOCOL_ERROR)
-                return
-            payload = bytes(buffer[start:end])
+                return size
             pos = end
-            if not self._frame(first & 0x80, first & 0x0F, payload, received_at):
-                return
-        if pos:
-            del buffer[:pos]
+            if not self._frame(
+                first & 0x80, first & 0x0F, view[start:end], received_at
+            ):
+                return size
+        return pos
 
-    def _frame(self, fin: int, opcode: int, payload: bytes, received_at: float) -> bool:
-        """Handle one frame; return False once the connection is failing."""
+    def _frame(
+        self, fin: int, opcode: int, view: memoryview, received_at: float
+    ) -> bool:
+        """Handle one frame; return False once the connection is failing.
+
+        ``view`` points into the read buffer: a complete message is handed
+        over as that view (msgspec decodes it without a copy) and must not be
+        kept, while fragments and control payloads are copied.
+        """
         if opcode in (OP_TEXT, OP_BINARY):
             if self._fragments:
                 return self._fail(CLOSE_PROTOCOL_ERROR)
             if fin:
-                self._on_message(payload, received_at)
+                self._on_message(view, received_at)
             else:
-                self._fragments.append(payload)
+                self._fragments.append(bytes(view))
             return True
+        payload = bytes(view)
         if opcode == OP_CONTINUATION:
             if not self._fragments:
                 return self._fail(CLOSE_PROTOCOL_ERROR)
