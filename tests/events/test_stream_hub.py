@@ -215,8 +215,8 @@ async def test_state_rate_limit_uses_publish_time(bus: MemoryBus) -> None:
     await hub.close()
 
 
-async def test_burst_wakes_each_waiter_once(bus: MemoryBus) -> None:
-    """Senders wake on one shared tick and see the whole burst at once."""
+async def test_burst_wakes_waiters_together(bus: MemoryBus) -> None:
+    """Senders wake on one shared tick and get the whole burst at once."""
     hub = await started(bus, max_states=100, tick_s=0.05)
     readers = [hub.connect(StreamFilters()) for _ in range(3)]
     waiters = [asyncio.create_task(hub.wait(reader)) for reader in readers]
@@ -226,8 +226,9 @@ async def test_burst_wakes_each_waiter_once(bus: MemoryBus) -> None:
         await bus.publish(STATES, state(number))
     ends = await asyncio.gather(*waiters)
 
-    assert len(set(ends)) == 1
-    assert ends[0].states >= 1
+    # The in-process bus delivers without yielding, so the hub drains the
+    # whole burst before its first tick.
+    assert ends == [Position(20, 0)] * 3
     await hub.close()
 
 
