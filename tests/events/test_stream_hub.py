@@ -379,3 +379,23 @@ async def test_subscribe_moves_a_pushed_subscriber(bus: MemoryBus) -> None:
         text_frame(b'{"type":"batch","items":[' + state(2, "r2") + b"]}")
     ]
     await hub.close()
+
+
+async def test_refused_write_keeps_rate_limited_states(bus: MemoryBus) -> None:
+    """A rate-limited state kept in a refused write is written on the retry."""
+    now = [100.0]
+    hub = StreamHub(bus, max_states=10, clock=lambda: now[0])
+    hub.start()
+    writer = RecordingWriter()
+    reader = hub.connect(StreamFilters(state_rate_hz=1))
+    hub.push_to(reader, writer)
+    writer.refuse = True
+
+    await publish(hub, (STATES, state(1)))
+    now[0] += 0.5
+    await publish(hub, (STATES, state(2)))
+    writer.refuse = False
+    await wait_until(lambda: reader.state_cursor == 2)
+
+    assert writer.frames == [text_frame(state(1))]
+    await hub.close()

@@ -275,7 +275,7 @@ class Subscriber:
         self.eviction_reason: str | None = None
         self.pending = 0
         self.writer: FrameWriter | None = None
-        self._last_state_at: dict[str, float] = {}
+        self._last_state_kept: dict[str, StateEntry] = {}
         self.set_filters(filters)
 
     def set_filters(self, filters: StreamFilters) -> None:
@@ -296,7 +296,7 @@ class Subscriber:
                 filters.events,
             )
         )
-        self._last_state_at.clear()
+        self._last_state_kept.clear()
 
     def __len__(self) -> int:
         """Messages logged since this subscriber's cursor, before filtering."""
@@ -324,15 +324,21 @@ class Subscriber:
         if rate is None:
             return entries
         interval = 1.0 / rate
-        last_at = self._last_state_at
+        last_kept = self._last_state_kept
         kept = []
         for entry in entries:
             robot_id = entry.robot_id
             if robot_id is not None:
-                last = last_at.get(robot_id)
-                if last is not None and entry.at - last < interval:
+                last = last_kept.get(robot_id)
+                # A read whose write was refused is read again: the state kept
+                # then must be kept again, not dropped as too close to itself.
+                if (
+                    last is not None
+                    and last.seq != entry.seq
+                    and entry.at - last.at < interval
+                ):
                     continue
-                last_at[robot_id] = entry.at
+                last_kept[robot_id] = entry
             kept.append(entry)
         return kept
 
