@@ -70,6 +70,7 @@ def build_stream(settings: Settings, bus: EventBus) -> StreamHub:
         max_states=settings.stream_state_queue,
         max_events=settings.stream_event_queue,
         max_missed=settings.stream_max_missed,
+        tick_s=settings.stream_tick_ms / 1000,
     )
 
 

@@ -89,14 +89,29 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="Seconds between evaluations of time-based rules."
     )
     stream_max_subscribers: int = Field(1000, ge=1)
+    # One log shared by every subscriber, so it can be longer than the old
+    # per-subscriber queues: 2,048 states are 0.4 s at 5,000 states/s.
     stream_state_queue: int = Field(
-        256, ge=1, description="States queued per stream subscriber; the oldest drop."
+        2048,
+        ge=1,
+        description="Latest states the stream keeps for subscribers that fall "
+        "behind; older ones are missed.",
     )
     stream_event_queue: int = Field(
-        1024, ge=1, description="Events queued per stream subscriber before closing it."
+        1024,
+        ge=1,
+        description="Latest events the stream keeps; a subscriber that has not "
+        "read one it wants by the time it leaves is closed.",
     )
     stream_max_missed: int = Field(
         2048, ge=1, description="States a subscriber may miss before it is closed."
+    )
+    stream_tick_ms: float = Field(
+        5.0,
+        gt=0,
+        le=1000,
+        description="Stream senders wake at most this often after new messages, "
+        "so a burst costs each subscriber one wake-up.",
     )
     webhook_max_attempts: int = Field(
         5, ge=1, le=100, description="HTTP attempts per retry round."

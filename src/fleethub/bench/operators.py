@@ -16,7 +16,7 @@ from fleethub.bench.databases import fresh_database
 from fleethub.bench.ingest import LOAD_TIMEOUT_S, _latency_fields
 from fleethub.bench.load import LoadPlan, LoadResult, load_main, robot_id
 from fleethub.bench.processes import ChildProcess
-from fleethub.bench.servers import RunningProcess, start_server
+from fleethub.bench.servers import ProcessMonitor, RunningProcess, start_server
 from fleethub.bench.stats import summarize
 from fleethub.bench.subscribers import SubscriberPlan, SubscriberResult, subscriber_main
 
@@ -63,11 +63,17 @@ def _fanout_one(
                 subscriber_main,
                 SubscriberPlan(server.ws_url, subscribers, batch_ms=batch_ms),
             ).start()
+            # The subscriber process shares the machine's cores with the server
+            # and the load, so its CPU time is reported next to theirs.
+            subscriber_monitor = ProcessMonitor(watched.process.pid)
+            subscriber_monitor.start()
             try:
                 received, load = _drive_subscribers(
                     config, server, watched, rate, reporter
                 )
+                cpu = _step_cpu(load, server.monitor, subscriber_monitor)
             finally:
+                subscriber_monitor.stop()
                 watched.terminate()
     row["available"] = received.available
     if not received.available:
@@ -87,6 +93,32 @@ def _fanout_one(
         "p99_ms": received.latency.p99_ms,
         "max_ms": received.latency.max_ms,
         "ack_p99_ms": step.latency.p99_ms if step else None,
+        **cpu,
+    }
+
+
+def _step_cpu(
+    load: LoadResult | None, server: ProcessMonitor, subscribers: ProcessMonitor
+) -> dict[str, Any]:
+    """CPU use of the server, the subscribers and the load during the load step."""
+    step = load.steps[0] if load and load.steps else None
+    if step is None or step.duration_s <= 0:
+        return {}
+    server.sample()
+    subscribers.sample()
+    server_s = server.cpu_between(step.started_at, step.ended_at)
+    subscriber_s = subscribers.cpu_between(step.started_at, step.ended_at)
+
+    def pct(seconds: float | None) -> float | None:
+        return 100.0 * seconds / step.duration_s if seconds is not None else None
+
+    return {
+        "server_cpu_pct": pct(server_s),
+        "server_cpu_us_per_state": (
+            server_s / step.sent * 1e6 if server_s is not None and step.sent else None
+        ),
+        "subscriber_cpu_pct": pct(subscriber_s),
+        "load_cpu_pct": pct(step.load_cpu_s),
     }
 
 

@@ -112,10 +112,12 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "fanout": (
         "Fan-out: state to /ws/fleet subscriber",
-        [("Server", "server"), ("subscribers", "subscribers"),
-         ("states/s", "target_rate"), ("batch ms", "batch_ms"),
-         ("delivered", "delivered_fraction"),
-         ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms")],
+        [("subs", "subscribers"), ("states/s", "target_rate"),
+         ("batch ms", "batch_ms"), ("delivered", "delivered_fraction"),
+         ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("max ms", "max_ms"),
+         ("ack p99 ms", "ack_p99_ms"), ("server cpu %", "server_cpu_pct"),
+         ("server us/state", "server_cpu_us_per_state"),
+         ("subs cpu %", "subscriber_cpu_pct"), ("load cpu %", "load_cpu_pct")],
     ),
     "connections": (
         "Connections at 1 Hz",

@@ -5,9 +5,11 @@ receives, records how long ago the load process stamped it. The state's
 ``timestamp`` is the load process's wall clock at send time, and both
 processes run on the same machine, so they read the same clock.
 
-A frame may carry one state or a batch. Any JSON object with a
-``timestamp`` and a ``position`` under a ``data`` key, or with a
-``robot_id``, a ``position`` and a ``timestamp``, counts as one state.
+A frame carries one message or a ``batch`` of them; every ``state_update``
+counts as one state. This process shares two cores with the server and the
+load, so it runs on uvloop, reads frames with the lean client in
+:mod:`fleethub.bench.wsclient`, and decodes each frame once into structs
+that keep only the message type and the state's timestamp.
 """
 
 from __future__ import annotations
@@ -19,12 +21,52 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+import uvloop
 
 from fleethub.bench.stats import LatencySummary, summarize
+from fleethub.bench.wsclient import ClientProtocol, HandshakeFailed, open_client
 
 FLEET_PATH = "/ws/fleet"
+
+
+class StateData(msgspec.Struct):
+    timestamp: datetime
+
+
+class StateUpdate(msgspec.Struct, tag="state_update", tag_field="type"):
+    data: StateData
+
+
+class Other(msgspec.Struct, tag_field="type"):
+    """Any message but a state; only its type is read."""
+
+
+class Event(Other, tag="event"):
+    pass
+
+
+class Missed(Other, tag="missed"):
+    pass
+
+
+class Subscribed(Other, tag="subscribed"):
+    pass
+
+
+class Error(Other, tag="error"):
+    pass
+
+
+Item = StateUpdate | Event | Missed
+
+
+class Batch(msgspec.Struct, tag="batch", tag_field="type"):
+    items: list[Item]
+
+
+_FRAME_DECODER = msgspec.json.Decoder(
+    StateUpdate | Batch | Event | Missed | Subscribed | Error
+)
 
 
 class SubscriberPlan(msgspec.Struct, frozen=True):
@@ -49,7 +91,7 @@ class SubscriberResult(msgspec.Struct):
 def subscriber_main(plan: SubscriberPlan, queue: Any, stop: Any) -> None:
     """Subscribe, report ``subscribed``, then record until ``stop`` is set."""
     try:
-        queue.put(("done", asyncio.run(_run(plan, queue, stop))))
+        queue.put(("done", uvloop.run(_run(plan, queue, stop))))
     except BaseException:  # noqa: BLE001 - the harness must hear about any crash
         queue.put(("failed", traceback.format_exc()))
 
@@ -58,78 +100,53 @@ async def _run(plan: SubscriberPlan, queue: Any, stop: Any) -> SubscriberResult:
     url = plan.ws_url + FLEET_PATH
     if plan.batch_ms:
         url += f"?batch_ms={plan.batch_ms}"
+    recorder = Recorder()
     try:
-        first = await _open(url)
-    except InvalidStatus as exc:
-        detail = f"{FLEET_PATH} answered HTTP {exc.response.status_code}"
+        first = await open_client(url, recorder.on_message, time.time)
+    except HandshakeFailed as exc:
+        detail = f"{FLEET_PATH} answered HTTP {exc.status}"
         return SubscriberResult(False, 0, 0, LatencySummary(), detail)
     gate = asyncio.Semaphore(plan.connect_concurrency)
 
-    async def open_gated() -> ClientConnection | None:
+    async def open_gated() -> ClientProtocol | None:
         async with gate:
             try:
-                return await _open(url)
-            except (OSError, TimeoutError, WebSocketException):
+                return await open_client(url, recorder.on_message, time.time)
+            except (OSError, TimeoutError, HandshakeFailed):
                 return None
 
     others = await asyncio.gather(*(open_gated() for _ in range(plan.subscribers - 1)))
     sockets = [first, *(ws for ws in others if ws is not None)]
-    latencies: list[float] = []
-    tasks = [asyncio.create_task(_receive(ws, latencies)) for ws in sockets]
     queue.put(("subscribed", {"subscribers": len(sockets)}))
     await asyncio.to_thread(stop.wait)
-    for task in tasks:
-        task.cancel()
-
-    await asyncio.gather(*tasks, return_exceptions=True)
+    recording = recorder.latencies
+    recorder.latencies = []
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return SubscriberResult(True, len(sockets), len(latencies), summarize(latencies))
-
-
-async def _open(url: str) -> ClientConnection:
-    return await connect(
-        url, compression=None, proxy=None, ping_interval=None, max_size=None
+    detail = (
+        f"{recorder.undecodable} undecodable frames" if recorder.undecodable else ""
+    )
+    return SubscriberResult(
+        True, len(sockets), len(recording), summarize(recording), detail
     )
 
 
-async def _receive(ws: ClientConnection, latencies: list[float]) -> None:
-    try:
-        async for raw in ws:
-            received_at = time.time()
-            for stamp in _timestamps(msgspec.json.decode(raw)):
-                latencies.append(received_at - stamp)
-    except (ConnectionClosed, msgspec.DecodeError):
-        return
+class Recorder:
+    """Collect the delivery latency of every state in every frame received."""
 
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.undecodable = 0
 
-def _timestamps(value: Any) -> list[float]:
-    """Return the wall-clock send time of every state found in a decoded frame."""
-    found: list[float] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stamp = _state_timestamp(item)
-            if stamp is not None:
-                found.append(stamp)
-            else:
-                stack.extend(v for v in item.values() if isinstance(v, list | dict))
-    return found
-
-
-def _state_timestamp(item: dict[str, Any]) -> float | None:
-    data = item.get("data")
-    if isinstance(data, dict) and "position" in data and "timestamp" in data:
-        return _parse(data["timestamp"])
-    if "robot_id" in item and "position" in item and "timestamp" in item:
-        return _parse(item["timestamp"])
-    return None
-
-
-def _parse(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
+    def on_message(self, raw: bytes | memoryview, received_at: float) -> None:
+        try:
+            frame = _FRAME_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            self.undecodable += 1
+            return
+        if type(frame) is StateUpdate:
+            self.latencies.append(received_at - frame.data.timestamp.timestamp())
+        elif type(frame) is Batch:
+            append = self.latencies.append
+            for item in frame.items:
+                if type(item) is StateUpdate:
+                    append(received_at - item.data.timestamp.timestamp())

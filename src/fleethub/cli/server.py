@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fleethub.api.app import create_app
+from fleethub.api.raw_frames import RawFrameWebSocketProtocol
 from fleethub.security.config import ensure_safe_listen_address
 from fleethub.settings import Settings
 
@@ -28,6 +29,9 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         log_config=None,
         ws_max_size=settings.max_frame_bytes * HARD_FRAME_LIMIT_FACTOR,
         lifespan="on",
+        # uvicorn's own WebSocket protocol, plus direct writes of pre-built
+        # frames for the operator stream.
+        ws=RawFrameWebSocketProtocol,
     )
 
 

@@ -37,8 +37,9 @@ class StreamFilters(BaseModel):
         0,
         ge=0,
         le=10_000,
-        description="On /ws/fleet, send what is queued as one 'batch' frame at most "
-        "every this many milliseconds; 0 sends each message as its own frame.",
+        description="On /ws/fleet, send what arrived as one 'batch' frame at most "
+        "every this many milliseconds, at multiples of it on the server's clock; "
+        "0 sends each message as its own frame.",
     )
 
     @field_validator("robot_ids")

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request, WebSocket
 from sse_starlette import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from fleethub.api.raw_frames import raw_writer
 from fleethub.errors import FleethubError, InvalidInput
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
 from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
@@ -61,9 +62,13 @@ async def _sse_messages(
     hub = _hub(request)
     try:
         while True:
-            message = await subscriber.next()
-            kind = decode_envelope(message).type
-            yield {"event": kind, "data": message.decode()}
+            read = hub.read(subscriber, await hub.wait(subscriber))
+            if read is None:
+                continue
+            hub.commit(subscriber, read)
+            for message in read.payload.messages:
+                kind = decode_envelope(message).type
+                yield {"event": kind, "data": message.decode()}
     except Evicted:
         return
     finally:
@@ -91,10 +96,17 @@ async def fleet_stream(websocket: WebSocket) -> None:
 
 async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
     await websocket.send_json(_subscribed(subscriber.filters))
-    sender = asyncio.create_task(_send_loop(websocket, subscriber))
-    receiver = asyncio.create_task(_receive_loop(websocket, subscriber))
+    hub = _hub(websocket)
+    receiver = asyncio.create_task(_receive_loop(websocket, hub, subscriber))
     evicted = asyncio.create_task(subscriber.evicted.wait())
-    tasks = {sender, receiver, evicted}
+    tasks = {receiver, evicted}
+    writer = raw_writer(websocket.scope)
+    if writer is not None:
+        # The hub writes pre-built frames itself on its ticks: no task per
+        # subscriber wakes up for each tick.
+        hub.push_to(subscriber, writer)
+    else:
+        tasks.add(asyncio.create_task(_send_loop(websocket, hub, subscriber)))
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()
@@ -105,27 +117,34 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
         await _close(websocket, CLOSE_TOO_SLOW, subscriber.eviction_reason or "")
 
 
-async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
+async def _send_loop(
+    websocket: WebSocket, hub: StreamHub, subscriber: Subscriber
+) -> None:
+    """Send through ASGI, for servers without the raw-frame extension."""
     with contextlib.suppress(Evicted, WebSocketDisconnect, RuntimeError, OSError):
         while True:
-            message = await subscriber.next()
+            end = await hub.wait(subscriber)
             batch_ms = subscriber.filters.batch_ms
-            if not batch_ms:
-                await websocket.send_text(message.decode())
+            if batch_ms:
+                # One frame per interval instead of one per message: at
+                # dashboard scale the cost is in the number of frames, not
+                # their size. The hub's clock aligns the intervals of every
+                # subscriber, so equal subscribers share one built frame.
+                end = await hub.clock(batch_ms)
+            read = hub.read(subscriber, end)
+            if read is None:
                 continue
-            # One frame per tick instead of one per message: at dashboard scale
-            # the cost is in the number of frames, not their size.
-            await asyncio.sleep(batch_ms / 1000)
-            messages = [message, *subscriber.take_ready()]
-            await websocket.send_text(_batch_frame(messages))
+            if batch_ms and read.payload.messages:
+                await websocket.send_text(read.payload.batch.decode())
+            else:
+                for message in read.payload.messages:
+                    await websocket.send_text(message.decode())
+            hub.commit(subscriber, read)
 
 
-def _batch_frame(messages: list[bytes]) -> str:
-    """Join already-encoded messages into ``{"type": "batch", "items": [...]}``."""
-    return (b'{"type":"batch","items":[' + b",".join(messages) + b"]}").decode()
-
-
-async def _receive_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
+async def _receive_loop(
+    websocket: WebSocket, hub: StreamHub, subscriber: Subscriber
+) -> None:
     """Apply subscribe messages until the client goes away."""
     while True:
         try:
@@ -140,7 +159,7 @@ async def _receive_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
                 raise InvalidInput(
                     "Message must be a JSON object.", code="invalid_subscription"
                 )
-            subscriber.set_filters(parse_filters(values, "message"))
+            hub.set_filters(subscriber, parse_filters(values, "message"))
         except InvalidInput as exc:
             await websocket.send_json({"type": "error", **exc.to_dict()})
             continue
