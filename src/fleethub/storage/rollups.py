@@ -6,9 +6,9 @@ for one robot, one gap setting and one UTC hour, the sums over the hour's
 samples and over the pairs inside the hour, plus the hour's first and last
 sample. A query over ``[start, end)`` reads the rollups of the whole hours in
 the range, summarises the raw rows of the partial hours at both edges with
-the same SQL, and joins consecutive pieces in Python: the pair that straddles
-two pieces is computed from the last sample of one and the first sample of
-the next, so the result equals a single pass over the raw rows.
+the same SQL, and adds up the pieces in Python. The pair of samples that
+straddles two pieces is computed from the last sample of one and the first
+sample of the next, so the result equals a single pass over the raw rows.
 
 An hour is final, and only then rolled up, once the robot has a stored row
 at or after the hour's end. The ingest pipeline accepts a robot's states in
@@ -17,6 +17,11 @@ order, so a later commit never adds a row to a final hour. That is why the
 telemetry writer does not need to tell the rollups anything. The one way
 around it, a robot sending older states after retention deleted its whole
 history, only touches hours whose rollups retention deleted as well.
+
+NOTE: after a failover, an old process can write the duplicate rows it held
+during a database outage into hours that are already rolled up, and those
+rollups then miss them until their rows in both tables are deleted by hand
+(``docs/production.md``, "Analytics rollups").
 
 Rollups are built on demand by the analytics query itself: one
 ``INSERT ... SELECT ... GROUP BY hour`` per span of final hours that the
@@ -173,7 +178,7 @@ WHERE true
 ON CONFLICT DO NOTHING
 """
 
-# Two scalar subqueries, because SQLite answers min() or max() from the index
+# Two scalar subqueries, because SQLite reads min() or max() from the index
 # only when the query has a single such aggregate.
 _BOUNDS_SQL = """
 SELECT
