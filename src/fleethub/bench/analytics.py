@@ -81,6 +81,7 @@ def _analytics_one(config: BenchConfig, backend: str, count: int) -> dict[str, A
         "seed_s": seed_s,
         "fleethub_cold_s": cold,
         "fleethub_s": fleethub,
+        "fleethub_ms": fleethub * 1000,
         "baseline_rows": baseline_rows if baseline is not None else None,
         "baseline_s": scaled,
         "baseline_extrapolated": baseline is not None and baseline_rows < count,

@@ -126,7 +126,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "analytics": (
         "Analytics of one robot",
         [("Backend", "backend"), ("rows", "rows"),
-         ("first s", "fleethub_cold_s"), ("repeat s", "fleethub_s"),
+         ("first s", "fleethub_cold_s"), ("repeat ms", "fleethub_ms"),
          ("row-by-row s", "baseline_s"), ("extrapolated", "baseline_extrapolated"),
          ("x first", "cold_speedup"), ("x repeat", "speedup")],
     ),

@@ -65,28 +65,35 @@ ROLLUP_LOCK_CLASS = 0x726F6C6C  # "roll"
 #
 # On SQLite, ts is "YYYY-MM-DD HH:MM:SS.ffffff" text, so the hour is a prefix
 # and time steps are computed in whole microseconds (julianday() is only good
-# to tens of microseconds, which would move steps near the gap limit).
-_SUMMARY_SQLITE = """
-WITH r AS (
+# to a millisecond, which would move steps near the gap limit). The previous
+# sample is in the same hour when the step is no longer than the time since
+# the hour began. The last sample's columns are bare columns next to the one
+# max() aggregate, which SQLite documents to come from the row holding the
+# maximum; this avoids a lead() window and keeps the query about as fast as
+# one pass over the raw rows. The ROWS frame does not change lag(), but makes
+# SQLite keep a smaller window.
+_EPOCH_US_SQLITE = (
+    "(unixepoch(substr(ts, 1, 19)) * 1000000 + CAST(substr(ts, 21, 6) AS INTEGER))"
+)
+_SUMMARY_SQLITE = f"""
+WITH s AS (
     SELECT
         ts, x, y, linear, battery, status,
-        substr(ts, 1, 13) AS hour_key,
-        unixepoch(substr(ts, 1, 19)) * 1000000
-            + CAST(substr(ts, 21, 6) AS INTEGER) AS us
-    FROM telemetry
-    WHERE robot_id = :robot_id AND ts >= :start AND ts < :end
-),
-s AS (
-    SELECT
-        r.*,
-        lag(hour_key) OVER w IS hour_key AS same_hour,
-        lead(hour_key) OVER w IS NOT hour_key AS last_in_hour,
+        {_EPOCH_US_SQLITE} AS us,
+        {_EPOCH_US_SQLITE} - lag({_EPOCH_US_SQLITE}) OVER w AS dt_us,
         x - lag(x) OVER w AS dx,
         y - lag(y) OVER w AS dy,
-        us - lag(us) OVER w AS dt_us,
         lag(status) OVER w AS prev_status
-    FROM r
-    WINDOW w AS (ORDER BY ts)
+    FROM telemetry
+    WHERE robot_id = :robot_id AND ts >= :start AND ts < :end
+    WINDOW w AS (ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+),
+t AS (
+    SELECT
+        s.*,
+        substr(ts, 1, 13) AS hour_key,
+        coalesce(dt_us <= us % 3600000000, 0) AS same_hour
+    FROM s
 )
 SELECT
     hour_key || ':00:00.000000' AS hour,
@@ -99,15 +106,15 @@ SELECT
         AND prev_status <> 'charging' THEN 1 END), 0) AS charging_starts,
     total(battery) AS battery_sum,
     count(battery) AS battery_samples,
-    min(ts) AS first_ts,
-    max(CASE WHEN NOT same_hour THEN x END) AS first_x,
-    max(CASE WHEN NOT same_hour THEN y END) AS first_y,
-    max(CASE WHEN NOT same_hour THEN status END) AS first_status,
+    group_concat(CASE WHEN NOT same_hour THEN ts END) AS first_ts,
+    total(CASE WHEN NOT same_hour THEN x END) AS first_x,
+    total(CASE WHEN NOT same_hour THEN y END) AS first_y,
+    group_concat(CASE WHEN NOT same_hour THEN status END) AS first_status,
     max(ts) AS last_ts,
-    max(CASE WHEN last_in_hour THEN x END) AS last_x,
-    max(CASE WHEN last_in_hour THEN y END) AS last_y,
-    max(CASE WHEN last_in_hour THEN status END) AS last_status
-FROM s
+    x AS last_x,
+    y AS last_y,
+    status AS last_status
+FROM t
 GROUP BY hour_key
 """
 
