@@ -7,6 +7,7 @@ with exact time steps, so every check also covers the SQL of the raw edges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from fleethub.storage import migrate
 from fleethub.storage.rollups import floor_hour
 from fleethub.storage.schema import telemetry_rollup_spans, telemetry_rollups
 from fleethub.storage.sql import SqlStorage, create_engine
+from support import wait_for
 
 MAX_GAP_S = 60.0
 T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
@@ -265,6 +267,37 @@ async def test_concurrent_first_queries_agree(storage: SqlStorage) -> None:
             select(func.count()).select_from(telemetry_rollup_spans)
         )
     assert spans == 1
+
+
+async def test_background_task_rolls_up_final_hours(storage: SqlStorage) -> None:
+    """The background task rolls up every final hour before any query."""
+    rows = hand_made_rows("r1")
+    await storage.ensure_robot("r1", T0)
+    await storage.write_telemetry(rows)
+    expected_hours = sorted(
+        {floor_hour(r.ts) for r in rows if floor_hour(r.ts) < floor_hour(rows[-1].ts)}
+    )
+    task = asyncio.create_task(
+        storage.rollups.run(storage.robot_ids, MAX_GAP_S, interval_s=0.01)
+    )
+    try:
+        await wait_for(
+            lambda: rollup_hours_are(storage, "r1", expected_hours), timeout_s=30
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    result = await storage.analytics("r1", None, None, MAX_GAP_S)
+
+    assert await rollup_hours(storage, "r1") == expected_hours
+    assert_same(result, expected_analytics(rows, None, None))
+
+
+async def rollup_hours_are(
+    storage: SqlStorage, robot_id: str, hours: list[datetime]
+) -> bool:
+    return await rollup_hours(storage, robot_id) == hours
 
 
 # Steps in microseconds: tiny, around the gap limit, and hours long.

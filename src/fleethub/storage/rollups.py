@@ -23,13 +23,16 @@ during a database outage into hours that are already rolled up, and those
 rollups then miss them until their rows in both tables are deleted by hand
 (``docs/production.md``, "Analytics rollups").
 
-Rollups are built on demand by the analytics query itself: one
-``INSERT ... SELECT ... GROUP BY hour`` per span of final hours that the
-range needs and ``telemetry_rollup_spans`` does not list yet. The first query
-over a long history therefore costs about as much as the raw query did, and
-later ones read a few hundred rollup rows plus at most two hours of raw rows.
-A background task would also spend that work on robots and gap settings
-nobody asks about, and would have to run for every robot every hour.
+A query builds the rollups it needs and finds missing: one
+``SELECT ... GROUP BY hour`` per span of final hours that
+``telemetry_rollup_spans`` does not list yet, then one short write of the
+rows. So results never depend on a background task having run, and the
+first query over a long history costs about as much as the raw query did.
+A background task (:meth:`HourlyRollups.run`, started by
+``fleethub.backends.open_storage``) also rolls up the newly final hours of
+every robot every few minutes for the configured gap, so queries rarely pay
+that cost. It rolls up a whole history once, after the upgrade, and then
+about one hour per robot per hour.
 
 Operating time depends on ``analytics_max_gap_s``, so rollups are kept per
 gap value: changing the setting starts a new, initially empty set.
@@ -39,17 +42,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleethub.errors import StorageUnavailable
 from fleethub.models import Analytics
 from fleethub.storage.schema import telemetry_rollup_spans, telemetry_rollups
+
+logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 
@@ -169,22 +180,6 @@ GROUP BY hour
 
 _SUMMARY_SQL = {"sqlite": _SUMMARY_SQLITE, "postgresql": _SUMMARY_POSTGRESQL}
 
-_SUMMARY_COLUMNS = (
-    "hour", "samples", "distance_m", "abs_linear_sum", "operating_us",
-    "charging_starts", "battery_sum", "battery_samples",
-    "first_ts", "first_x", "first_y", "first_status",
-    "last_ts", "last_x", "last_y", "last_status",
-)  # fmt: skip
-
-# "WHERE true" keeps SQLite from reading ON CONFLICT as a join condition.
-_INSERT_ROLLUPS = f"""
-INSERT INTO telemetry_rollups (robot_id, max_gap_s, {", ".join(_SUMMARY_COLUMNS)})
-SELECT :robot_id, :max_gap_s, {", ".join(_SUMMARY_COLUMNS)}
-FROM ({{summary}}) AS summary
-WHERE true
-ON CONFLICT DO NOTHING
-"""
-
 # Two scalar subqueries, because SQLite reads min() or max() from the index
 # only when the query has a single such aggregate.
 _BOUNDS_SQL = """
@@ -192,6 +187,10 @@ SELECT
     (SELECT min(ts) FROM telemetry WHERE robot_id = :robot_id) AS first_ts,
     (SELECT max(ts) FROM telemetry WHERE robot_id = :robot_id) AS last_ts
 """
+
+# Seconds between background passes. A robot's hour becomes final once an
+# hour, so a pass every few minutes leaves little for a query to build.
+BACKGROUND_INTERVAL_S = 300.0
 
 # Far enough out that an open-ended range covers everything, close enough that
 # every driver can bind it.
@@ -358,7 +357,12 @@ class HourlyRollups:
         self._connect = connect
         self.dialect = dialect
         self._summary_sql = text(_SUMMARY_SQL[dialect] + "ORDER BY hour")
-        self._insert_sql = text(_INSERT_ROLLUPS.format(summary=_SUMMARY_SQL[dialect]))
+        insert_for_dialect = (
+            postgresql_insert if dialect == "postgresql" else sqlite_insert
+        )
+        self._insert_rollups = insert_for_dialect(
+            telemetry_rollups
+        ).on_conflict_do_nothing()
         # SQLite has one writer and one fleethub process, so an in-process lock
         # serialises builds there; PostgreSQL adds an advisory lock for other
         # processes.
@@ -408,6 +412,46 @@ class HourlyRollups:
                 max_gap_s,
             )  # fmt: skip
         return combine(robot_id, start, end, pieces, max_gap_s)
+
+    async def build_final(self, robot_id: str, max_gap_s: float) -> bool:
+        """Roll up the robot's final hours not rolled up yet; True if there were any."""
+        async with self._connect() as conn:
+            bounds = (
+                await conn.execute(text(_BOUNDS_SQL), {"robot_id": robot_id})
+            ).one()
+            if bounds.first_ts is None:
+                return False
+            start = floor_hour(parse_time(bounds.first_ts))
+            end = floor_hour(parse_time(bounds.last_ts))
+            if start >= end:
+                return False
+            if not missing_spans(
+                start, end, await self._spans(conn, robot_id, max_gap_s)
+            ):
+                return False
+        await self._build(robot_id, max_gap_s, start, end)
+        return True
+
+    async def run(
+        self,
+        robot_ids: Callable[[], Awaitable[list[str]]],
+        max_gap_s: float,
+        interval_s: float = BACKGROUND_INTERVAL_S,
+    ) -> None:
+        """Roll up the final hours of every robot now, then every ``interval_s``."""
+        while True:
+            try:
+                built = [
+                    robot_id
+                    for robot_id in await robot_ids()
+                    if await self.build_final(robot_id, max_gap_s)
+                ]
+            except (StorageUnavailable, DBAPIError) as exc:
+                logger.warning("analytics_rollups_failed", extra={"error": str(exc)})
+            else:
+                if built:
+                    logger.info("analytics_rollups_built", extra={"robot_ids": built})
+            await asyncio.sleep(interval_s)
 
     async def _pieces(
         self,
@@ -488,26 +532,36 @@ class HourlyRollups:
         every hour built here is final.
         """
         async with self._build_lock:
+            # The long part, summarising the raw rows, runs in a read
+            # transaction: on SQLite a write transaction would hold the
+            # database's only write lock and stall the telemetry writer.
             async with self._connect() as conn:
                 spans = await self._spans(conn, robot_id, max_gap_s)
-            if not missing_spans(start, end, spans):
+                missing = missing_spans(start, end, spans)
+                values = []
+                for span_start, span_end in missing:
+                    pieces = await self._summarise(
+                        conn, robot_id, span_start, span_end, max_gap_s
+                    )
+                    values.extend(
+                        {"robot_id": robot_id, "max_gap_s": max_gap_s}
+                        | {"hour": floor_hour(piece.first_ts)}
+                        | dataclasses.asdict(piece)
+                        for piece in pieces
+                    )
+            if not missing:
                 return
             async with self._connect(write=True) as conn:
-                # On SQLite the first statement of this transaction must write:
-                # a read first would let a concurrent commit turn the later
-                # write into an immediate "database is locked" error.
                 if self.dialect == "postgresql":
+                    # Another process may have built some of these hours since
+                    # the read: the insert skips them, and the spans merge.
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:lock, hashtext(:robot))"),
                         {"lock": ROLLUP_LOCK_CLASS, "robot": robot_id},
                     )
                     spans = await self._spans(conn, robot_id, max_gap_s)
-                missing = missing_spans(start, end, spans)
-                for span_start, span_end in missing:
-                    await conn.execute(
-                        self._insert_sql,
-                        self._summary_params(robot_id, span_start, span_end, max_gap_s),
-                    )
+                if values:
+                    await conn.execute(self._insert_rollups, values)
                 await self._replace_spans(
                     conn, robot_id, max_gap_s, merge_spans([*spans, *missing])
                 )

@@ -7,6 +7,7 @@ leaking into the core.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -65,8 +66,19 @@ class SqlStorage:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.rollups = HourlyRollups(self._connect, self.dialect)
+        self._rollup_task: asyncio.Task[None] | None = None
+
+    def start_rollups(self, max_gap_s: float) -> None:
+        """Start rolling up every robot's final hours in the background."""
+        self._rollup_task = asyncio.create_task(
+            self.rollups.run(self.robot_ids, max_gap_s), name="analytics-rollups"
+        )
 
     async def close(self) -> None:
+        if self._rollup_task is not None:
+            self._rollup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rollup_task
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
