@@ -440,18 +440,29 @@ class HourlyRollups:
     ) -> None:
         """Roll up the final hours of every robot now, then every ``interval_s``."""
         while True:
-            try:
-                built = [
-                    robot_id
-                    for robot_id in await robot_ids()
-                    if await self.build_final(robot_id, max_gap_s)
-                ]
-            except (StorageUnavailable, DBAPIError) as exc:
-                logger.warning("analytics_rollups_failed", extra={"error": str(exc)})
-            else:
-                if built:
-                    logger.info("analytics_rollups_built", extra={"robot_ids": built})
+            await self._run_once(robot_ids, max_gap_s)
             await asyncio.sleep(interval_s)
+
+    async def _run_once(
+        self, robot_ids: Callable[[], Awaitable[list[str]]], max_gap_s: float
+    ) -> None:
+        built = []
+        try:
+            for robot_id in await robot_ids():
+                try:
+                    if await self.build_final(robot_id, max_gap_s):
+                        built.append(robot_id)
+                except DBAPIError as exc:
+                    # A statement failed for this robot: log it, go on with the rest.
+                    logger.warning(
+                        "analytics_rollups_failed",
+                        extra={"robot_id": robot_id, "error": str(exc)},
+                    )
+        except StorageUnavailable as exc:
+            # The database is gone: one line per pass, not one per robot.
+            logger.warning("analytics_rollups_failed", extra={"error": exc.message})
+        if built:
+            logger.info("analytics_rollups_built", extra={"robot_ids": built})
 
     async def _pieces(
         self,
