@@ -169,6 +169,9 @@ RANGES = [
     (T0 + timedelta(seconds=3700), T0 + timedelta(seconds=3700.000001)),
     (T0 + 2 * HOUR, T0 + 2 * HOUR),
     (T0 + 3 * HOUR, T0 + HOUR),
+    (datetime(9999, 12, 31, 23, 30, tzinfo=UTC), None),
+    (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+    (None, datetime(1, 1, 1, 0, 30, tzinfo=UTC)),
 ]
 
 

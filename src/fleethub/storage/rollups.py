@@ -384,14 +384,18 @@ class HourlyRollups:
             ).one()
             if bounds.first_ts is None:
                 return combine(robot_id, start, end, [], max_gap_s)
-            # Rows before the robot's first hour do not exist, so starting
-            # there instead of at 1970 changes nothing but the spans recorded.
-            range_start = max(range_start, floor_hour(parse_time(bounds.first_ts)))
+            first_ts = parse_time(bounds.first_ts)
+            last_ts = parse_time(bounds.last_ts)
+            if range_start > last_ts or range_end <= first_ts:
+                return combine(robot_id, start, end, [], max_gap_s)
+            # Cutting the range to the stored rows changes no figure, keeps
+            # the spans recorded to the robot's history and keeps hour
+            # arithmetic away from the ends of the datetime range.
+            range_start = max(range_start, floor_hour(first_ts))
+            range_end = min(range_end, last_ts + timedelta(microseconds=1))
             whole_start = ceil_hour(range_start)
             # Hours before the one holding the newest row are final.
-            whole_end = min(
-                floor_hour(range_end), floor_hour(parse_time(bounds.last_ts))
-            )
+            whole_end = min(floor_hour(range_end), floor_hour(last_ts))
             if whole_start >= whole_end:
                 pieces = await self._summarise(
                     conn, robot_id, range_start, range_end, max_gap_s
