@@ -45,17 +45,21 @@ async def open_storage(settings: Settings, engine: AsyncEngine) -> SqlStorage:
     """Wrap ``engine`` in the storage class for its dialect.
 
     On PostgreSQL this also creates the telemetry partitions ahead and starts
-    their maintenance task, so the schema must already be migrated.
+    their maintenance task, so the schema must already be migrated. On both
+    dialects it starts the background task that rolls up analytics.
     """
     if engine.dialect.name != "postgresql":
-        return SqlStorage(engine)
+        storage = SqlStorage(engine)
+        storage.start_rollups(settings.analytics_max_gap_s)
+        return storage
     from fleethub.storage.postgres import PostgresStorage
 
-    storage = PostgresStorage(engine, pool_timeout_s=settings.database_pool_timeout_s)
-    await storage.start_maintenance(
+    postgres = PostgresStorage(engine, pool_timeout_s=settings.database_pool_timeout_s)
+    await postgres.start_maintenance(
         settings.telemetry_partition_days_ahead, settings.telemetry_retention_days
     )
-    return storage
+    postgres.start_rollups(settings.analytics_max_gap_s)
+    return postgres
 
 
 def cache_reads(storage: SqlStorage, settings: Settings) -> SqlStorage:

@@ -74,8 +74,9 @@ def test_connections_all_open(result: dict) -> None:
 
 
 def test_analytics_timed_on_both(result: dict) -> None:
-    """Analytics is timed on fleethub and on the row-by-row baseline."""
+    """Analytics is timed on fleethub, first and repeated, and on the baseline."""
     (row,) = rows_of(result, "analytics")
+    assert row["fleethub_cold_s"] is not None
     assert row["fleethub_s"] is not None
     assert row["baseline_s"] is not None
     assert row["baseline_extrapolated"] is True

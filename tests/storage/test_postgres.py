@@ -142,3 +142,40 @@ async def test_concurrent_maintenance_creates_once(
     finally:
         await other.close()
     assert sorted(results, key=len) == [[], [partition_name(DAY)]]
+
+
+async def test_retention_drops_rollups_of_dropped_hours(
+    storage: PostgresStorage,
+) -> None:
+    """Retention forgets the rollups of hours that lose rows; analytics follow."""
+    await storage.ensure_partitions(1, today=DAY)
+    next_day = DAY + timedelta(days=1)
+    rows = [
+        row(at(DAY, 20) + timedelta(minutes=10 * n))._replace(x=float(n))
+        for n in range(60)
+    ]
+    # A later row makes every hour above final, so all of them get rolled up.
+    rows.append(row(at(next_day + timedelta(days=5), 3))._replace(x=100.0))
+    await storage.write_telemetry(rows)
+    before = await storage.analytics("r1", None, None, 3600.0)
+    # The cutoff drops DAY's partition and cuts into the hour after it, whose
+    # rows stay in their partition but whose rollup must go.
+    cutoff = at(next_day, 0) + timedelta(minutes=30)
+    dropped = await storage.drop_partitions_before(cutoff)
+    async with storage.engine.connect() as conn:
+        oldest_rollup = await conn.scalar(
+            text("SELECT min(hour) FROM telemetry_rollups")
+        )
+        oldest_span = await conn.scalar(
+            text("SELECT min(span_start) FROM telemetry_rollup_spans")
+        )
+    after = await storage.analytics("r1", None, None, 3600.0)
+    kept = [r for r in rows if r.ts >= at(next_day, 0)]
+
+    assert before.samples == len(rows)
+    assert partition_name(DAY) in dropped
+    assert oldest_rollup == at(next_day, 1)
+    assert oldest_span == at(next_day, 1)
+    assert after.samples == len(kept)
+    assert after.first_sample_at == kept[0].ts
+    assert after.distance_m == pytest.approx(100.0 - kept[0].x)

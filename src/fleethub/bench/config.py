@@ -67,6 +67,7 @@ class BenchConfig:
         default_factory=lambda: {"sqlite": (1_000_000,), "postgresql": (1_000_000,)}
     )
     baseline_analytics_rows: int | None = 20_000
+    # Requests timed after the first one, which may have to build the rollups.
     analytics_repeats: int = 2
     command_count: int = 20
     command_load_rate: float = 1000.0

@@ -127,9 +127,10 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "analytics": (
         "Analytics of one robot",
-        [("Backend", "backend"), ("rows", "rows"), ("fleethub s", "fleethub_s"),
+        [("Backend", "backend"), ("rows", "rows"),
+         ("first s", "fleethub_cold_s"), ("repeat ms", "fleethub_ms"),
          ("row-by-row s", "baseline_s"), ("extrapolated", "baseline_extrapolated"),
-         ("speed-up", "speedup")],
+         ("x first", "cold_speedup"), ("x repeat", "speedup")],
     ),
     "commands": (
         "Command round trip under ingest load",

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from fleethub.errors import StorageUnavailable
 from fleethub.models import TelemetryRow
+from fleethub.storage.rollups import delete_rollups_before
 from fleethub.storage.sql import SqlStorage
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,8 @@ class PostgresStorage(SqlStorage):
         """Drop every daily partition that ends at or before ``cutoff``.
 
         Rows older than ``cutoff`` in the DEFAULT partition are deleted too, so
-        nothing before the cutoff survives. Returns the dropped partition names.
+        nothing before the cutoff survives, and so are the analytics rollups of
+        the hours that lose rows. Returns the dropped partition names.
         """
         cutoff = cutoff.astimezone(UTC)
         dropped = [
@@ -234,6 +236,7 @@ class PostgresStorage(SqlStorage):
                 text("DELETE FROM telemetry_default WHERE ts < :cutoff"),
                 {"cutoff": cutoff},
             )
+            await delete_rollups_before(conn, cutoff)
         if dropped:
             logger.info("telemetry_partitions_dropped", extra={"partitions": dropped})
         return dropped

@@ -137,3 +137,40 @@ transitions = Table(
     Column("message", Text, nullable=True),
     Index("ix_transitions_subject", "subject", "subject_id", "id"),
 )
+
+# Per-robot, per-UTC-hour aggregates of telemetry (revision 0005), kept per
+# analytics gap setting because operating time depends on it. Only hours with
+# samples have a row; ``telemetry_rollup_spans`` records which hours have been
+# rolled up at all. See ``fleethub.storage.rollups``.
+telemetry_rollups = Table(
+    "telemetry_rollups",
+    metadata,
+    Column("robot_id", String(64), primary_key=True),
+    Column("max_gap_s", Float, primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("samples", BigInteger, nullable=False),
+    Column("distance_m", Float, nullable=False),
+    Column("abs_linear_sum", Float, nullable=False),
+    Column("operating_us", BigInteger, nullable=False),
+    Column("charging_starts", BigInteger, nullable=False),
+    Column("battery_sum", Float, nullable=False),
+    Column("battery_samples", BigInteger, nullable=False),
+    Column("first_ts", DateTime(timezone=True), nullable=False),
+    Column("first_x", Float, nullable=False),
+    Column("first_y", Float, nullable=False),
+    Column("first_status", String(16), nullable=False),
+    Column("last_ts", DateTime(timezone=True), nullable=False),
+    Column("last_x", Float, nullable=False),
+    Column("last_y", Float, nullable=False),
+    Column("last_status", String(16), nullable=False),
+    Index("ix_telemetry_rollups_hour", "hour"),
+)
+
+telemetry_rollup_spans = Table(
+    "telemetry_rollup_spans",
+    metadata,
+    Column("robot_id", String(64), primary_key=True),
+    Column("max_gap_s", Float, primary_key=True),
+    Column("span_start", DateTime(timezone=True), primary_key=True),
+    Column("span_end", DateTime(timezone=True), nullable=False),
+)
