@@ -415,3 +415,22 @@ async def test_robots_after_restart_show_stored_state(settings: Settings) -> Non
     assert listed[0]["state"]["battery"] == 63.0
     assert state["last_seen"] == listed[0]["last_seen"]
     assert state["state"]["timestamp"] == iso(at(2))
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/robots/r1/commands", "before"),
+        ("/api/missions", "before"),
+        ("/api/events", "before_id"),
+        ("/api/webhooks/1/deliveries", "before_id"),
+    ],
+)
+@pytest.mark.parametrize("value", [2**63, 10**40])
+async def test_page_cursor_beyond_64_bits_422(
+    http: httpx.AsyncClient, path: str, name: str, value: int
+) -> None:
+    """A page cursor past the largest 64-bit row id is refused before any query."""
+    response = await http.get(path, params={name: str(value)})
+
+    assert_error(response, 422, "invalid_request")

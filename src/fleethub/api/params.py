@@ -8,6 +8,10 @@ from datetime import UTC, datetime
 
 from fleethub.errors import InvalidInput
 
+# Row ids and sequence numbers are 64-bit signed integers in both databases; a
+# page cursor above this could never match and would overflow the driver.
+MAX_ROW_ID = 2**63 - 1
+
 
 def aware(value: datetime | None, name: str) -> datetime | None:
     """Reject a query time without a time zone; return it in UTC."""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleethub.api.deps import RobotId, ServicesDep
 from fleethub.api.errors import error_responses
+from fleethub.api.params import MAX_ROW_ID
 from fleethub.commands.store import Command, CommandStatus
 from fleethub.errors import InvalidInput
 
@@ -88,7 +89,8 @@ async def list_commands(
     status: Annotated[list[CommandStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = 100,
     before: Annotated[
-        int | None, Query(ge=1, description="next_before of the last page.")
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="next_before of the last page."),
     ] = None,
 ) -> dict[str, Any]:
     """Return the robot's commands, newest first, optionally only some statuses."""

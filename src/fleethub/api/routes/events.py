@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from fleethub.api.deps import ServicesDep
 from fleethub.api.errors import error_responses
-from fleethub.api.params import aware, check_range
+from fleethub.api.params import MAX_ROW_ID, aware, check_range
 from fleethub.ids import validate_robot_id
 
 router = APIRouter(prefix="/api/events", tags=["events"])
@@ -24,7 +24,7 @@ async def list_events(
     start: datetime | None = None,
     end: datetime | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
 ) -> dict[str, Any]:
     """Return stored events, newest first, filtered by robot, type and time range."""
     if robot_id is not None:

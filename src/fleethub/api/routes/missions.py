@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleethub.api.deps import ServicesDep
 from fleethub.api.errors import error_responses
+from fleethub.api.params import MAX_ROW_ID
 from fleethub.ids import validate_robot_id
 from fleethub.missions.progress import mission_summary
 from fleethub.missions.store import Mission, MissionStatus
@@ -86,7 +87,8 @@ async def list_missions(
     robot_id: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
     before: Annotated[
-        int | None, Query(ge=1, description="next_before of the last page.")
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="next_before of the last page."),
     ] = None,
 ) -> dict[str, Any]:
     """Return missions, newest first, filtered by status and robot."""

@@ -10,6 +10,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from fleethub.api.deps import ServicesDep
 from fleethub.api.errors import error_responses
+from fleethub.api.params import MAX_ROW_ID
 from fleethub.models import Severity
 from fleethub.storage.events_sql import Webhook
 from fleethub.stream.filters import MAX_FILTER_ITEMS, EventTypeName
@@ -89,7 +90,7 @@ async def list_deliveries(
     webhook_id: WebhookId,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
 ) -> dict[str, Any]:
     """Return the webhook's delivery attempts, newest first."""
     services.webhooks.get(webhook_id)
