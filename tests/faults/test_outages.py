@@ -102,7 +102,7 @@ async def test_postgres_restart_loses_no_acknowledged_row() -> None:
 
 
 async def test_copy_backend_killed_loses_no_row(postgres_url: str) -> None:
-    """Killing the writer's COPY connection mid-stream loses and rejects nothing."""
+    """Killing the COPY connection while a robot streams loses and rejects nothing."""
     settings = Settings(database_url=postgres_url, port=0, writer_flush_interval_s=0.02)
     async with running_server(settings, migrate_schema=True) as server:
         services = server.app.state.services
@@ -111,7 +111,7 @@ async def test_copy_backend_killed_loses_no_row(postgres_url: str) -> None:
             for index in range(50):
                 await robot.send_state(state(index))
             await robot.flush(10)
-            assert copy_connection.connects == 1
+            assert copy_connection.connections_opened == 1
 
             async with services.storage.engine.connect() as conn:
                 ended = await conn.scalar(text(TERMINATE_COPY_BACKEND))
@@ -121,7 +121,7 @@ async def test_copy_backend_killed_loses_no_row(postgres_url: str) -> None:
             await robot.flush(20)
             assert robot.stats.acked == 100
             assert robot.stats.rejected == {}
-        assert copy_connection.connects == 2
+        assert copy_connection.connections_opened == 2
         assert services.telemetry_writer.healthy
         rows = await services.storage.telemetry("r1", None, None, 200)
         assert [row.x for row in rows] == [float(i) for i in range(100)]

@@ -173,7 +173,7 @@ async def test_copy_connection_within_budget(postgres_url: str) -> None:
             # backends_of takes), yet COPY does not wait for the pool.
             await storage.write_telemetry([row(at(DAY, 1))])
             assert await backends_of(storage) == 3
-        assert storage.copy_connection.connects == 1
+        assert storage.copy_connection.connections_opened == 1
         assert await storage.count_telemetry("r1") == 1
     finally:
         await storage.close()
@@ -197,7 +197,7 @@ async def test_copy_connection_reused(storage: PostgresStorage) -> None:
     assert storage.copy_connection is not None
     for hour in range(3):
         await storage.write_telemetry([row(at(DAY, hour))])
-    assert storage.copy_connection.connects == 1
+    assert storage.copy_connection.connections_opened == 1
     assert await storage.count_telemetry("r1") == 3
 
 
@@ -223,7 +223,7 @@ async def test_copy_reconnects_after_terminate(postgres_url: str) -> None:
                     break
                 await asyncio.sleep(0.01)
         await storage.write_telemetry([row(at(DAY, 2))])
-        assert storage.copy_connection.connects == 2
+        assert storage.copy_connection.connections_opened == 2
         assert await storage.count_telemetry("r1") == 2
     finally:
         await storage.close()

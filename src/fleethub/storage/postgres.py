@@ -143,7 +143,7 @@ class CopyConnection:
         self._connection: asyncpg.Connection | None = None
         # asyncpg rejects a second operation while one runs on a connection.
         self._lock = asyncio.Lock()
-        self.connects = 0
+        self.connections_opened = 0
 
     @property
     def connected(self) -> bool:
@@ -174,14 +174,17 @@ class CopyConnection:
                 **self._connect_options,
             )
         except Exception as exc:
-            # Any failure to connect, a wrong password included, must leave
-            # the batch buffered for a retry; the writer rejects rows only for
-            # errors other than StorageUnavailable.
+            # The writer rejects a batch's rows for any error other than
+            # StorageUnavailable. So every failure to connect, a wrong
+            # password included, becomes one, and the batch waits for a retry.
             raise StorageUnavailable(f"Database unavailable: {exc}") from exc
         self._connection = connection
-        self.connects += 1
-        if self.connects > 1:
-            logger.info("copy_connection_reopened", extra={"connects": self.connects})
+        self.connections_opened += 1
+        if self.connections_opened > 1:
+            logger.info(
+                "copy_connection_reopened",
+                extra={"connections_opened": self.connections_opened},
+            )
         return connection
 
     def _drop(self, connection: asyncpg.Connection) -> None:
