@@ -31,11 +31,11 @@ def is_postgres(url: str) -> bool:
 def create_engine_for(settings: Settings) -> AsyncEngine:
     """Build the database engine, with the pool limits from the settings."""
     if is_postgres(settings.database_url):
-        from fleethub.storage.postgres import create_postgres_engine
+        from fleethub.storage.postgres import create_postgres_engine, pool_size_for
 
         return create_postgres_engine(
             settings.database_url,
-            pool_size=settings.database_pool_size,
+            pool_size=pool_size_for(settings.database_pool_size),
             pool_timeout_s=settings.database_pool_timeout_s,
         )
     return create_engine(settings.database_url)
@@ -52,9 +52,13 @@ async def open_storage(settings: Settings, engine: AsyncEngine) -> SqlStorage:
         storage = SqlStorage(engine)
         storage.start_rollups(settings.analytics_max_gap_s)
         return storage
-    from fleethub.storage.postgres import PostgresStorage
+    from fleethub.storage.postgres import PostgresStorage, has_copy_connection
 
-    postgres = PostgresStorage(engine, pool_timeout_s=settings.database_pool_timeout_s)
+    postgres = PostgresStorage(
+        engine,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        copy_connection=has_copy_connection(settings.database_pool_size),
+    )
     await postgres.start_maintenance(
         settings.telemetry_partition_days_ahead, settings.telemetry_retention_days
     )

@@ -29,8 +29,15 @@ class Settings(BaseSettings):
         None, description="redis://HOST:PORT/DB; unset keeps live state in memory."
     )
     # Production backends: PostgreSQL pool and partitions, Redis
+    # The hard cap on PostgreSQL connections per process. From 2 up, one of
+    # them is the telemetry writer's own COPY connection and the pool gets the
+    # rest; at 1 the writer borrows the pool's only connection for each batch.
     database_pool_size: int = Field(
-        10, ge=1, le=1000, description="PostgreSQL connections per process."
+        10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections per process, the telemetry writer's "
+        "COPY connection included.",
     )
     database_pool_timeout_s: float = Field(
         10.0,

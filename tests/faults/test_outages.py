@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import msgspec
 from private_servers import private_postgres, private_redis
+from sqlalchemy import text
 
 from fleethub.bus.base import STATES
 from fleethub.bus.redis import RedisBus
@@ -23,6 +24,7 @@ from fleethub.client.robot import RobotClient
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
 from fleethub.settings import Settings
 from servers import temporary_database
+from storage.test_postgres import TERMINATE_COPY_BACKEND
 
 START = datetime.now(UTC) - timedelta(minutes=5)
 
@@ -97,6 +99,32 @@ async def test_postgres_restart_loses_no_acknowledged_row() -> None:
                 assert await services.storage.count_telemetry("r1") == 100
                 rows = await services.storage.telemetry("r1", None, None, 200)
                 assert [row.x for row in rows] == [float(i) for i in range(100)]
+
+
+async def test_copy_backend_killed_loses_no_row(postgres_url: str) -> None:
+    """Killing the COPY connection while a robot streams loses and rejects nothing."""
+    settings = Settings(database_url=postgres_url, port=0, writer_flush_interval_s=0.02)
+    async with running_server(settings, migrate_schema=True) as server:
+        services = server.app.state.services
+        copy_connection = services.storage.copy_connection
+        async with RobotClient(server.ws_url, "r1") as robot:
+            for index in range(50):
+                await robot.send_state(state(index))
+            await robot.flush(10)
+            assert copy_connection.connections_opened == 1
+
+            async with services.storage.engine.connect() as conn:
+                ended = await conn.scalar(text(TERMINATE_COPY_BACKEND))
+            assert ended == 1
+            for index in range(50, 100):
+                await robot.send_state(state(index))
+            await robot.flush(20)
+            assert robot.stats.acked == 100
+            assert robot.stats.rejected == {}
+        assert copy_connection.connections_opened == 2
+        assert services.telemetry_writer.healthy
+        rows = await services.storage.telemetry("r1", None, None, 200)
+        assert [row.x for row in rows] == [float(i) for i in range(100)]
 
 
 async def test_redis_restart_recovers(tmp_path: Path) -> None:

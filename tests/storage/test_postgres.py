@@ -1,4 +1,4 @@
-"""PostgreSQL-only storage behaviour: partitions, retention and the pool."""
+"""PostgreSQL-only storage behaviour: partitions, retention, the pool and COPY."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ from fleethub.storage import migrate
 from fleethub.storage.postgres import PostgresStorage, partition_name
 
 DAY = date(2030, 6, 1)
+
+# The COPY connection is the one whose latest statement was a COPY.
+TERMINATE_COPY_BACKEND = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND query LIKE 'COPY %'"
+)
 
 
 def row(ts: datetime) -> TelemetryRow:
@@ -107,9 +113,10 @@ async def test_drop_partitions_before_cutoff(storage: PostgresStorage) -> None:
 async def test_pool_exhaustion_raises(postgres_url: str) -> None:
     """With every connection busy past the timeout, a call fails with a clear error."""
     storage = await open_postgres(
-        postgres_url, database_pool_size=1, database_pool_timeout_s=0.2
+        postgres_url, database_pool_size=2, database_pool_timeout_s=0.2
     )
     try:
+        assert storage.engine.pool.size() == 1  # type: ignore[attr-defined]
         async with storage.engine.connect():
             with pytest.raises(StorageUnavailable) as caught:
                 await storage.ping()
@@ -179,3 +186,81 @@ async def test_retention_drops_rollups_of_dropped_hours(
     assert after.samples == len(kept)
     assert after.first_sample_at == kept[0].ts
     assert after.distance_m == pytest.approx(100.0 - kept[0].x)
+
+
+async def backends_of(storage: PostgresStorage) -> int:
+    """Count the server connections to this test's database, the caller's included."""
+    async with storage.engine.connect() as conn:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        return int(await conn.scalar(query))
+
+
+async def test_copy_connection_within_budget(postgres_url: str) -> None:
+    """Pool plus COPY connection never exceed FLEETHUB_DATABASE_POOL_SIZE."""
+    storage = await open_postgres(
+        postgres_url, database_pool_size=3, database_pool_timeout_s=0.2
+    )
+    try:
+        assert storage.copy_connection is not None
+        assert storage.engine.pool.size() == 2  # type: ignore[attr-defined]
+        async with storage.engine.connect():
+            # Both pooled connections are checked out (this one and the one
+            # backends_of takes), yet COPY does not wait for the pool.
+            await storage.write_telemetry([row(at(DAY, 1))])
+            assert await backends_of(storage) == 3
+        assert storage.copy_connection.connections_opened == 1
+        assert await storage.count_telemetry("r1") == 1
+    finally:
+        await storage.close()
+
+
+async def test_pool_size_one_shares_pool(postgres_url: str) -> None:
+    """With a budget of one connection, COPY borrows the pool's only connection."""
+    storage = await open_postgres(postgres_url, database_pool_size=1)
+    try:
+        assert storage.copy_connection is None
+        assert storage.engine.pool.size() == 1  # type: ignore[attr-defined]
+        await storage.write_telemetry([row(at(DAY, 1)), row(at(DAY, 2))])
+        assert await storage.count_telemetry("r1") == 2
+        assert await backends_of(storage) == 1
+    finally:
+        await storage.close()
+
+
+async def test_copy_connection_reused(storage: PostgresStorage) -> None:
+    """Consecutive batches go through one server connection."""
+    assert storage.copy_connection is not None
+    for hour in range(3):
+        await storage.write_telemetry([row(at(DAY, hour))])
+    assert storage.copy_connection.connections_opened == 1
+    assert await storage.count_telemetry("r1") == 3
+
+
+async def terminate_copy_backend(storage: PostgresStorage) -> None:
+    """End the COPY connection's server process, as an administrator might."""
+    async with storage.engine.connect() as conn:
+        ended = await conn.scalar(text(TERMINATE_COPY_BACKEND))
+    assert ended == 1
+
+
+async def test_copy_reconnects_after_terminate(postgres_url: str) -> None:
+    """After its server process is terminated, the next COPY opens a new connection."""
+    storage = await open_postgres(postgres_url, database_pool_size=2)
+    try:
+        assert storage.copy_connection is not None
+        await storage.write_telemetry([row(at(DAY, 1))])
+        await terminate_copy_backend(storage)
+        # Wait for asyncpg to see the server close the connection, so the
+        # next write takes the reopen path rather than failing mid-COPY.
+        async with asyncio.timeout(10):
+            while True:
+                if not storage.copy_connection.connected:
+                    break
+                await asyncio.sleep(0.01)
+        await storage.write_telemetry([row(at(DAY, 2))])
+        assert storage.copy_connection.connections_opened == 2
+        assert await storage.count_telemetry("r1") == 2
+    finally:
+        await storage.close()

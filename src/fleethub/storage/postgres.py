@@ -4,7 +4,8 @@
 three PostgreSQL-only additions:
 
 - ``write_telemetry`` streams each batch with COPY (asyncpg's binary
-  ``copy_records_to_table``), several times faster than a multi-row INSERT.
+  ``copy_records_to_table``), several times faster than a multi-row INSERT,
+  on a connection of its own outside the pool (:class:`CopyConnection`).
 - The ``telemetry`` table (partitioned by range of ``ts`` with a DEFAULT
   partition, see migration 0001) gets one partition per UTC day, created
   ahead of time by :meth:`PostgresStorage.ensure_partitions`. Retention drops
@@ -12,6 +13,8 @@ three PostgreSQL-only additions:
 - The connection pool has a fixed size and a checkout timeout; when every
   connection stays busy past the timeout the call raises
   :class:`~fleethub.errors.StorageUnavailable` instead of waiting forever.
+  The COPY connection counts against the same per-process budget, so the
+  pool gets one connection fewer (:func:`pool_size_for`).
 
 Partition maintenance takes a transaction-level advisory lock, so several
 fleethub processes on one database never run it at the same time.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
@@ -47,6 +50,9 @@ PARTITION_PREFIX = "telemetry_p"
 MAINTENANCE_LOCK_ID = 0x666C6565  # "flee"
 MAINTENANCE_RETRY_S = 60.0
 
+# Seconds to wait for the COPY connection to open before the batch is retried.
+COPY_CONNECT_TIMEOUT_S = 10.0
+
 # asyncpg errors that mean the server or the connection is gone, as opposed
 # to a row the database rejects.
 _CONNECTION_ERRORS = (
@@ -58,10 +64,30 @@ _CONNECTION_ERRORS = (
 )
 
 
+def has_copy_connection(connection_budget: int) -> bool:
+    """Return True when a budget of connections leaves one for COPY of its own.
+
+    With a budget of 1 the telemetry writer borrows the pool's only connection
+    for each batch instead, as every request does.
+    """
+    return connection_budget >= 2
+
+
+def pool_size_for(connection_budget: int) -> int:
+    """Return the pool size that keeps pool plus COPY connection within budget."""
+    if has_copy_connection(connection_budget):
+        return connection_budget - 1
+    return connection_budget
+
+
 def create_postgres_engine(
     url: str, *, pool_size: int, pool_timeout_s: float
 ) -> AsyncEngine:
-    """Build an engine whose pool never grows past ``pool_size`` connections."""
+    """Build an engine whose pool never grows past ``pool_size`` connections.
+
+    Pass :func:`pool_size_for` of the per-process budget, so the telemetry
+    writer's COPY connection fits in it too.
+    """
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -90,12 +116,113 @@ def _encode_row(row: TelemetryRow) -> tuple[object, ...]:
     return (*row[:-1], None if lidar is None else _encode_json(lidar).decode())
 
 
-class PostgresStorage(SqlStorage):
-    """:class:`~fleethub.storage.base.Storage` tuned for PostgreSQL."""
+class CopyConnection:
+    """One asyncpg connection, outside the pool, that telemetry COPY reuses.
 
-    def __init__(self, engine: AsyncEngine, *, pool_timeout_s: float) -> None:
+    A connection from the pool costs three extra round trips per batch (the
+    pre-ping's BEGIN, query and ROLLBACK), and under load each round trip
+    waits for a turn of the busy event loop. This connection stays open
+    between batches, so a batch costs only the two round trips of COPY.
+
+    When the connection fails, :meth:`copy` drops it and raises
+    :class:`~fleethub.errors.StorageUnavailable`; the next call opens a new
+    one. The caller (the telemetry writer) supplies the retry and back-off.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        args, options = engine.dialect.create_connect_args(engine.url)
+        # Options that SQLAlchemy's asyncpg adapter reads itself; asyncpg's
+        # connect() rejects them.
+        for key in (
+            "async_creator_fn",
+            "prepared_statement_cache_size",
+            "prepared_statement_name_func",
+        ):
+            options.pop(key, None)
+        self._connect_args = args
+        self._connect_options = options
+        self._connection: asyncpg.Connection | None = None
+        # asyncpg rejects a second operation while one runs on a connection.
+        self._lock = asyncio.Lock()
+        self.connections_opened = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open, as far as asyncpg has noticed."""
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def copy(self, table: str, records: Iterable[tuple[object, ...]]) -> None:
+        """Copy ``records`` into ``table``: all of them or none."""
+        async with self._lock:
+            connection = await self._open()
+            try:
+                await connection.copy_records_to_table(
+                    table, records=records, columns=TELEMETRY_COLUMNS
+                )
+            except _CONNECTION_ERRORS as exc:
+                self._drop(connection)
+                logger.warning("copy_connection_lost", extra={"error": str(exc)})
+                raise StorageUnavailable(f"Database connection lost: {exc}") from exc
+
+    async def _open(self) -> asyncpg.Connection:
+        connection = self._connection
+        if connection is not None and not connection.is_closed():
+            return connection
+        try:
+            connection = await asyncpg.connect(
+                *self._connect_args,
+                timeout=COPY_CONNECT_TIMEOUT_S,
+                **self._connect_options,
+            )
+        except Exception as exc:
+            # The writer rejects a batch's rows for any error other than
+            # StorageUnavailable. So every failure to connect, a wrong
+            # password included, becomes one, and the batch waits for a retry.
+            raise StorageUnavailable(f"Database unavailable: {exc}") from exc
+        self._connection = connection
+        self.connections_opened += 1
+        if self.connections_opened > 1:
+            logger.info(
+                "copy_connection_reopened",
+                extra={"connections_opened": self.connections_opened},
+            )
+        return connection
+
+    def _drop(self, connection: asyncpg.Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+        connection.terminate()
+
+    async def close(self) -> None:
+        """Close the connection, if one is open."""
+        async with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is None or connection.is_closed():
+                return
+            try:
+                await connection.close(timeout=COPY_CONNECT_TIMEOUT_S)
+            except (*_CONNECTION_ERRORS, TimeoutError):
+                connection.terminate()
+
+
+class PostgresStorage(SqlStorage):
+    """:class:`~fleethub.storage.base.Storage` tuned for PostgreSQL.
+
+    With ``copy_connection`` set, telemetry COPY runs on a
+    :class:`CopyConnection` of its own. Otherwise each batch borrows a
+    connection from the pool.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        pool_timeout_s: float,
+        copy_connection: bool = False,
+    ) -> None:
         super().__init__(engine)
         self.pool_timeout_s = pool_timeout_s
+        self.copy_connection = CopyConnection(engine) if copy_connection else None
         self._maintenance: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -103,6 +230,8 @@ class PostgresStorage(SqlStorage):
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        if self.copy_connection is not None:
+            await self.copy_connection.close()
         await super().close()
 
     @contextlib.asynccontextmanager
@@ -131,6 +260,9 @@ class PostgresStorage(SqlStorage):
         if not rows:
             return
         records = [_encode_row(row) for row in rows]
+        if self.copy_connection is not None:
+            await self.copy_connection.copy("telemetry", records)
+            return
         async with self._connect(write=True) as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
