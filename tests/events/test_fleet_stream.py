@@ -123,6 +123,21 @@ async def test_subscribe_message_replaces_filters(tmp_path: Path) -> None:
     assert update["robot_id"] == "r2"
 
 
+async def test_deeply_nested_subscribe_gets_error(tmp_path: Path) -> None:
+    """A message nested deeper than the JSON parser recurses gets an error."""
+    async with (
+        running_server(server_settings(tmp_path), migrate_schema=True) as server,
+        fleet_socket(server) as ws,
+    ):
+        await ws.send("[" * 5000 + "]" * 5000)
+        error = await receive(ws)
+        await ws.send(json.dumps({"type": "subscribe", "states": False}))
+        subscribed = await receive(ws)
+
+    assert error["error"] == "invalid_json"
+    assert subscribed["filters"]["states"] is False
+
+
 async def test_invalid_query_closes_with_error(tmp_path: Path) -> None:
     """Invalid filters at connect get an error message and close code 1008."""
     async with running_server(server_settings(tmp_path), migrate_schema=True) as server:

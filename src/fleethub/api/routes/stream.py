@@ -159,7 +159,9 @@ async def _receive_loop(
             values = await websocket.receive_json()
         except WebSocketDisconnect:
             return
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, RecursionError):
+            # json.loads recurses once per nesting level: a message nested
+            # about a thousand deep is bad input, not a reason to drop the link.
             await websocket.send_json(_error("invalid_json", "Message is not JSON."))
             continue
         try:
