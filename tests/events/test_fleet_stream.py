@@ -288,6 +288,31 @@ async def next_data(lines: AsyncIterator[str]) -> dict[str, Any]:
     raise AssertionError("stream ended")
 
 
+async def test_shutdown_with_an_unread_event_stream(tmp_path: Path) -> None:
+    """An SSE client that stopped reading does not keep the server from stopping."""
+    state = StateFactory()
+    settings = server_settings(
+        tmp_path, shutdown_timeout_s=0.5, rate_limit_robot="100000/second"
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        # A deadline instead of a hang: stopping must finish at all.
+        async with asyncio.timeout(60):
+            async with running_server(settings, migrate_schema=True) as server:
+                sock.connect(("127.0.0.1", server.port))
+                sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: fleethub\r\n\r\n")
+                await wait_until(lambda: hub_of(server).subscribers)
+                async with RobotClient(server.ws_url, "r1") as robot:
+                    # Far more than the kernel buffers hold: the response stalls.
+                    for _ in range(600):
+                        await robot.send_state(state(beams=4096))
+                    await robot.flush(30)
+    finally:
+        sock.close()
+    assert server.task.done()
+
+
 async def test_batched_frames(tmp_path: Path) -> None:
     """With batch_ms, queued states arrive together in fewer 'batch' frames."""
     state = StateFactory()
