@@ -20,6 +20,12 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the server listens on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the server.")
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a stopping server waits for open connections before "
+        "it cancels them; a client that stopped reading would otherwise hold it.",
+    )
     database_url: str = Field(
         "sqlite+aiosqlite:///fleethub.db",
         description="SQLAlchemy URL: sqlite+aiosqlite:///PATH or "

@@ -123,6 +123,21 @@ async def test_subscribe_message_replaces_filters(tmp_path: Path) -> None:
     assert update["robot_id"] == "r2"
 
 
+async def test_deeply_nested_subscribe_gets_error(tmp_path: Path) -> None:
+    """A message nested deeper than the JSON parser recurses gets an error."""
+    async with (
+        running_server(server_settings(tmp_path), migrate_schema=True) as server,
+        fleet_socket(server) as ws,
+    ):
+        await ws.send("[" * 5000 + "]" * 5000)
+        error = await receive(ws)
+        await ws.send(json.dumps({"type": "subscribe", "states": False}))
+        subscribed = await receive(ws)
+
+    assert error["error"] == "invalid_json"
+    assert subscribed["filters"]["states"] is False
+
+
 async def test_invalid_query_closes_with_error(tmp_path: Path) -> None:
     """Invalid filters at connect get an error message and close code 1008."""
     async with running_server(server_settings(tmp_path), migrate_schema=True) as server:
@@ -271,6 +286,31 @@ async def next_data(lines: AsyncIterator[str]) -> dict[str, Any]:
         if line.startswith("data:"):
             return json.loads(line.removeprefix("data:").strip())
     raise AssertionError("stream ended")
+
+
+async def test_shutdown_with_an_unread_event_stream(tmp_path: Path) -> None:
+    """An SSE client that stopped reading does not keep the server from stopping."""
+    state = StateFactory()
+    settings = server_settings(
+        tmp_path, shutdown_timeout_s=0.5, rate_limit_robot="100000/second"
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        # A deadline instead of a hang: stopping must finish at all.
+        async with asyncio.timeout(60):
+            async with running_server(settings, migrate_schema=True) as server:
+                sock.connect(("127.0.0.1", server.port))
+                sock.sendall(b"GET /api/stream HTTP/1.1\r\nHost: fleethub\r\n\r\n")
+                await wait_until(lambda: hub_of(server).subscribers)
+                async with RobotClient(server.ws_url, "r1") as robot:
+                    # Far more than the kernel buffers hold: the response stalls.
+                    for _ in range(600):
+                        await robot.send_state(state(beams=4096))
+                    await robot.flush(30)
+    finally:
+        sock.close()
+    assert server.task.done()
 
 
 async def test_batched_frames(tmp_path: Path) -> None:

@@ -156,6 +156,68 @@ async def test_writer_refuses_a_peer_that_stopped_reading() -> None:
     assert 0 < outcome["written"] < 10_000
 
 
+async def fill_and_refuse(websocket: WebSocket) -> None:
+    """Accept, then write until the peer is behind."""
+    await websocket.accept()
+    writer = raw_writer(websocket.scope)
+    assert writer is not None
+    frame = text_frame(b"z" * 65_536)
+    # Yield between writes so the transport hands bytes to the kernel.
+    while writer.write(frame, 256 * 1024):  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+
+def plain_server(endpoint: Callable[[WebSocket], Awaitable[None]]) -> uvicorn.Server:
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=RawFrameWebSocketProtocol, log_config=None
+    )
+    return uvicorn.Server(config)
+
+
+async def test_close_drops_a_peer_that_stopped_reading(monkeypatch: Any) -> None:
+    """A close frame the peer never reads does not keep the connection open."""
+    monkeypatch.setattr(RawFrameWebSocketProtocol, "abort_after_s", 0.05)
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await fill_and_refuse(websocket)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(websocket.close(4008, "too_slow"), 0.2)
+
+    async with running(plain_server(endpoint)) as server:
+        sock = open_unread_socket(server.servers[0].sockets[0].getsockname()[1])
+        try:
+            connections = server.server_state.connections
+            await wait_until(lambda: connections, TIMEOUT_S)
+            await wait_until(lambda: not connections, TIMEOUT_S)
+        finally:
+            sock.close()
+
+
+async def test_shutdown_drops_a_peer_that_stopped_reading(monkeypatch: Any) -> None:
+    """Stopping the server does not wait for a peer that stopped reading."""
+    monkeypatch.setattr(RawFrameWebSocketProtocol, "abort_after_s", 0.05)
+    filled = asyncio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await fill_and_refuse(websocket)
+        filled.set()
+        await websocket.receive()
+
+    server = plain_server(endpoint)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    await wait_until(lambda: server.started or task.done())
+    sock = open_unread_socket(server.servers[0].sockets[0].getsockname()[1])
+    try:
+        await asyncio.wait_for(filled.wait(), TIMEOUT_S)
+        server.should_exit = True
+        await wait_until(task.done, TIMEOUT_S)
+    finally:
+        sock.close()
+        await task
+
+
 def open_unread_socket(port: int) -> socket.socket:
     """Open a WebSocket on a raw socket with a small buffer and never read it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -148,6 +149,17 @@ async def test_query_token_fallback(server: RunningServer) -> None:
     url = f"{server.ws_url}/ws/robots/robot-q?access_token={token}"
     async with websockets.connect(url) as socket:
         assert "welcome" in await socket.recv()
+
+
+async def test_query_token_opens_fleet_stream(server: RunningServer) -> None:
+    """A dashboard's key in access_token opens /ws/fleet; it is not a filter."""
+    headers = await api_key_headers(server, "viewer")
+    key = headers["Authorization"].removeprefix("Bearer ")
+    url = f"{server.ws_url}/ws/fleet?access_token={key}&states=false"
+    async with websockets.connect(url) as socket:
+        greeting = json.loads(await socket.recv())
+    assert greeting["type"] == "subscribed", greeting
+    assert greeting["filters"]["states"] is False
 
 
 async def test_query_token_not_accepted_on_rest(

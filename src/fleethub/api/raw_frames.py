@@ -21,6 +21,7 @@ way from the same event loop, so nothing can interleave inside a frame.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from typing import Any
 
@@ -82,7 +83,44 @@ class RawFrameWriter:
 
 
 class RawFrameWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-io WebSocket protocol with the raw-frame extension."""
+    """uvicorn's sans-io WebSocket protocol with the raw-frame extension.
+
+    It also drops a connection still open ``abort_after_s`` after the
+    application returned or the server began to shut down. A closing
+    transport first sends what is buffered, and a peer that stopped reading
+    never takes it: without the abort, the connection and its buffer would
+    stay forever, and a graceful shutdown would wait for that peer.
+    """
+
+    abort_after_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._abort_timer: asyncio.TimerHandle | None = None
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._abort_later()
+
+    async def run_asgi(self) -> None:
+        # The application is done with the connection, closing frame or not.
+        await super().run_asgi()
+        self._abort_later()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+        super().connection_lost(exc)
+
+    def _abort_later(self) -> None:
+        if self._abort_timer is None and not self.disconnected:
+            self._abort_timer = self.loop.call_later(self.abort_after_s, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_timer = None
+        if not self.disconnected:
+            self.transport.abort()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -32,6 +32,9 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         # uvicorn's own WebSocket protocol, plus direct writes of pre-built
         # frames for the operator stream.
         ws=RawFrameWebSocketProtocol,
+        # An event stream whose client stopped reading never finishes its
+        # response, and uvicorn would wait for it forever.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
 
 

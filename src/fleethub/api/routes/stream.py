@@ -26,6 +26,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from fleethub.api.raw_frames import raw_writer
 from fleethub.errors import FleethubError, InvalidInput
+from fleethub.security.middleware import WEBSOCKET_TOKEN_PARAMETER
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
 from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
 
@@ -40,9 +41,16 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 def _filters_from_query(request: Request | WebSocket) -> StreamFilters:
-    params = request.query_params
-    lists = {name: params.getlist(name) for name in ("robot_ids", "event_types")}
-    return parse_filters(query_values(dict(params), lists), "query")
+    params = dict(request.query_params)
+    if isinstance(request, WebSocket):
+        # A browser cannot set headers on a WebSocket handshake, so it sends
+        # its key in the URL; the security middleware has already read it.
+        params.pop(WEBSOCKET_TOKEN_PARAMETER, None)
+    lists = {
+        name: request.query_params.getlist(name)
+        for name in ("robot_ids", "event_types")
+    }
+    return parse_filters(query_values(params, lists), "query")
 
 
 def _hub(request: Request | WebSocket) -> StreamHub:
@@ -151,7 +159,9 @@ async def _receive_loop(
             values = await websocket.receive_json()
         except WebSocketDisconnect:
             return
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, RecursionError):
+            # json.loads recurses once per nesting level: a message nested
+            # about a thousand deep is bad input, not a reason to drop the link.
             await websocket.send_json(_error("invalid_json", "Message is not JSON."))
             continue
         try:
