@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, WebSocket
@@ -39,8 +40,15 @@ def create_app(
     *,
     services: Services | None = None,
     migrate_schema: bool = False,
+    freeze_startup_objects: bool = False,
 ) -> FastAPI:
-    """Build the app; its lifespan builds (or adopts) and closes the services."""
+    """Build the app; its lifespan builds (or adopts) and closes the services.
+
+    With ``freeze_startup_objects`` the lifespan moves every object alive once
+    the services are up (modules, the app, settings, open pools) out of the
+    garbage collector's reach; see :func:`_freeze_startup_objects`. Only a
+    process that serves one app for its whole life should ask for it.
+    """
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -50,6 +58,8 @@ def create_app(
         app.state.services = services or await build_services(
             settings, migrate_schema=migrate_schema
         )
+        if freeze_startup_objects:
+            _freeze_startup_objects()
         try:
             yield
         finally:
@@ -106,3 +116,17 @@ def _loggable_robot_id(robot_id: str) -> str | None:
         return validate_robot_id(robot_id)
     except InvalidRobotId:
         return None
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the cyclic garbage collector off the objects built at start-up.
+
+    A full collection walks every tracked object, and a started server holds
+    a few hundred thousand of them (imported modules, FastAPI's routes and
+    models, SQLAlchemy's metadata). Under ingest load such a collection
+    paused the event loop for 100-220 ms, which showed up directly in
+    acknowledgement and live-stream latency. Objects frozen here are never
+    collected, so garbage is collected first.
+    """
+    gc.collect()
+    gc.freeze()

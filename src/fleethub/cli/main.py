@@ -113,8 +113,10 @@ def serve(
         raise typer.Exit(2) from None
     if not migrate:
         exit_unless_schema_current(settings, console)
-    config = uvicorn_config(create_app(settings, migrate_schema=migrate), settings)
-    uvicorn.Server(config).run()
+    fleet_app = create_app(
+        settings, migrate_schema=migrate, freeze_startup_objects=True
+    )
+    uvicorn.Server(uvicorn_config(fleet_app, settings)).run()
 
 
 @app.command()
