@@ -96,7 +96,9 @@ class RawFrameWriter:
         inbox first, so nothing is lost or reordered. After this, the
         application reads with :meth:`Inbox.get` only; the ASGI receive
         would wait forever. Reading pauses while the inbox holds
-        ``max_messages`` messages or ``max_bytes`` bytes.
+        ``max_messages`` messages or ``max_bytes`` bytes. The messages of
+        the read that crossed the bound are kept, as uvicorn keeps them in
+        its queue, so the inbox can exceed it by one socket read.
         """
         return self._protocol.open_inbox(max_messages, max_bytes)
 
@@ -144,6 +146,11 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._messages)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the messages waiting; past the bound by one socket read at most."""
+        return self._bytes
 
     def append(self, message: str | bytes) -> None:
         """Add one message; pause reading once the inbox is full."""
