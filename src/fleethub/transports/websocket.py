@@ -201,7 +201,7 @@ async def serve_robot(websocket: WebSocket, robot_id: str) -> None:
             websocket, raw, [encode(Welcome(robot_id=robot_id, last_timestamp=last))]
         )
     except ConnectionClosing:
-        pass  # the receive loop sees the disconnect and cleans up
+        pass  # the inbox reports the disconnect; the loop below ends there
     await _announce(
         services, robot_id, "robot_connected", replaced=previous is not None
     )
