@@ -99,7 +99,15 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("robot link sender (acks to robots)", ("run_sender",)),
     (
         "ASGI receive path (queue, Starlette, middlewares, receive loop)",
-        ("WebSocket.receive", "_receive_loop", "Queue.get", "Middleware"),
+        (
+            "WebSocket.receive",
+            "_receive_loop",
+            "Queue.get",
+            "Middleware",
+            # The same work when the link reads from the raw-frame inbox.
+            "_inbox_loop",
+            "Inbox.get",
+        ),
     ),
     ("uvicorn websockets protocol (parse, write)", ("WebSocketsSansIOProtocol",)),
 ]

@@ -318,15 +318,21 @@ def _limited_receive(
     async def limited() -> Message:
         message = await receive()
         if message["type"] == "websocket.receive":
-            await _throttle(send, security, principal)
+            await throttle_message(send, security, principal)
         return message
 
     return limited
 
 
-async def _throttle(
+async def throttle_message(
     send: Send, security: SecurityService, principal: Principal
 ) -> None:
+    """Count one incoming WebSocket message; over the limit, say so and wait.
+
+    The robot link calls this itself for the messages it reads past the
+    ASGI receive (see :mod:`fleethub.api.raw_frames`), so both paths send
+    the same error frame and hold back the same way.
+    """
     while (wait := await security.limiter.hit(principal)) is not None:
         logger.info(
             "websocket_rate_limited",
