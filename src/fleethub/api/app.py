@@ -46,8 +46,8 @@ def create_app(
 
     With ``freeze_startup_objects`` the lifespan moves every object alive once
     the services are up (modules, the app, settings, open pools) out of the
-    garbage collector's reach; see :func:`_freeze_startup_objects`. Only a
-    process that serves one app for its whole life should ask for it.
+    garbage collector's reach. Only a process that serves one app for its
+    whole life should ask for it, because frozen objects are never freed.
     """
     settings = settings or Settings()
 
@@ -121,10 +121,11 @@ def _loggable_robot_id(robot_id: str) -> str | None:
 def _freeze_startup_objects() -> None:
     """Keep the cyclic garbage collector off the objects built at start-up.
 
-    A full collection walks every tracked object, and a started server holds
+    A full collection walks every tracked object, and a started server has
     a few hundred thousand of them (imported modules, FastAPI's routes and
-    models, SQLAlchemy's metadata). Under ingest load such a collection
-    paused the event loop for 100-220 ms, which showed up directly in
+    models, SQLAlchemy's metadata). Under the fan-out benchmark's ingest load
+    (``fleethub bench --scenario fanout``, 2 cores) such a collection paused
+    the event loop for 100-220 ms, which showed up directly in
     acknowledgement and live-stream latency. Objects frozen here are never
     collected, so garbage is collected first.
     """
