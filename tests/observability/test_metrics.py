@@ -65,6 +65,7 @@ async def test_replay_moves_ingest_metrics(
     assert sample(after, "fleethub_ack_lag_last_batch_seconds") > 0
     assert sample(after, "fleethub_events_total", type="robot_connected") == 2
     assert sample(after, "fleethub_events_total", type="robot_disconnected") == 2
+    assert sample(after, "fleethub_rate_limit_storage_failures_total") == 0
 
 
 async def test_connected_robots_follow_links(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -11,14 +12,20 @@ import pytest
 import redis.asyncio as redis
 
 from auth_helpers import api_key, api_key_headers, robot_headers
+from faults.private_servers import private_redis
 from fleethub.cli.server import running_server
 from fleethub.client.robot import RobotClient
 from fleethub.models import utcnow
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
 from fleethub.security.principals import Principal, Role
-from fleethub.security.ratelimit import build_rate_limiter
+from fleethub.security.ratelimit import (
+    RateLimiter,
+    StorageFailureLog,
+    build_rate_limiter,
+)
 from fleethub.settings import Settings
 from security.support import redis_url_or_skip, secure_settings, unique_prefix
+from servers import free_port
 
 
 def state(seconds_ago: float) -> RobotState:
@@ -108,20 +115,115 @@ async def _delete_keys(url: str | None, prefix: str) -> None:
         await client.aclose()
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def storage_lines(
+    caplog: pytest.LogCaptureFixture, message: str
+) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.getMessage() == message]
+
+
+def api_principal() -> Principal:
+    return Principal(kind="api_key", subject="k", role=Role.VIEWER)
+
+
 async def test_unreachable_redis_lets_requests_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """When Redis is down, the limiter allows the hit and logs the failure."""
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", rate_limit_api="1/minute")
+    """When Redis is down, every hit is allowed and counted, and logged once."""
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_api="1/minute"
+    )
     limiter = build_rate_limiter(settings)
-    principal = Principal(kind="api_key", subject="k", role=Role.VIEWER)
     try:
-        with caplog.at_level(logging.WARNING, logger="fleethub.security.ratelimit"):
-            waits = [await limiter.hit(principal) for _ in range(2)]
+        with caplog.at_level(logging.INFO, logger="fleethub.security.ratelimit"):
+            waits = [await limiter.hit(api_principal()) for _ in range(50)]
     finally:
         await limiter.close()
-    assert waits == [None, None]
-    assert caplog.messages.count("rate_limit_storage_failed") == 2
+    assert waits == [None] * 50
+    failed = storage_lines(caplog, "rate_limit_storage_failed")
+    assert len(failed) == 1
+    assert failed[0].levelno == logging.WARNING
+    assert failed[0].error
+    assert failed[0].failed_open == 1
+    assert limiter.failure_log.failed_open_total == 50
+
+
+async def test_storage_failure_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """During a long outage a line is logged per interval with the count since."""
+    clock = FakeClock()
+    failure_log = StorageFailureLog(interval_s=30.0, clock=clock)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    limiter = build_rate_limiter(settings, failure_log)
+    try:
+        with caplog.at_level(logging.INFO, logger="fleethub.security.ratelimit"):
+            for now in (0.0, 10.0, 29.9, 30.0, 45.0, 59.9, 60.0):
+                clock.now = now
+                assert await limiter.hit(api_principal()) is None
+    finally:
+        await limiter.close()
+    failed = storage_lines(caplog, "rate_limit_storage_failed")
+    assert [record.failed_open for record in failed] == [1, 3, 3]
+    assert [record.outage_failed_open for record in failed] == [1, 4, 7]
+    assert failure_log.failed_open_total == 7
+
+
+async def test_storage_recovery_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Recovery is logged once with the outage's count, and a new outage logs again."""
+    async with private_redis() as server:
+        settings = Settings(redis_url=server.url, rate_limit_api="1000/minute")
+        limiter = build_rate_limiter(settings)
+        try:
+            with caplog.at_level(logging.INFO, logger="fleethub.security.ratelimit"):
+                assert await limiter.hit(api_principal()) is None
+
+                await server.stop()
+                for _ in range(20):
+                    assert await limiter.hit(api_principal()) is None
+
+                await server.start()
+                await wait_until_limiter_recovers(limiter)
+                for _ in range(5):
+                    assert await limiter.hit(api_principal()) is None
+                recovered = storage_lines(caplog, "rate_limit_storage_recovered")
+                failed_first = storage_lines(caplog, "rate_limit_storage_failed")
+
+                await server.stop()
+                for _ in range(3):
+                    assert await limiter.hit(api_principal()) is None
+        finally:
+            await limiter.close()
+    assert len(failed_first) == 1
+    assert len(recovered) == 1
+    assert recovered[0].levelno == logging.INFO
+
+    # The first hit after the restart may still fail on a stale connection.
+    outage_total = recovered[0].failed_open
+    assert outage_total >= 20
+    failed = storage_lines(caplog, "rate_limit_storage_failed")
+    assert len(failed) == 2
+    assert failed[1].outage_failed_open == 1
+    assert limiter.failure_log.failed_open_total == outage_total + 3
+
+
+async def wait_until_limiter_recovers(limiter: RateLimiter) -> None:
+    """Hit the limiter until a hit reaches Redis again, within a deadline."""
+    async with asyncio.timeout(10):
+        while limiter.failure_log.failing:
+            assert await limiter.hit(api_principal()) is None
+            await asyncio.sleep(0.05)
 
 
 async def test_failed_credentials_rate_limited_per_address(tmp_path: Path) -> None:

@@ -272,6 +272,11 @@ class ServicesCollector(Collector):
                 "Rejected-input log lines held back by the per-robot rate limit.",
                 value=observability.rejections.suppressed_total,
             )
+        yield CounterMetricFamily(
+            "fleethub_rate_limit_storage_failures",
+            "Rate-limit checks let through because the counter storage failed.",
+            value=self.services.security.limiter.failure_log.failed_open_total,
+        )
 
     def _writer_metrics(self) -> Iterator[Metric]:
         telemetry = self.services.telemetry_writer
