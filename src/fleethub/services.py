@@ -38,6 +38,7 @@ from fleethub.security.service import SecurityService
 from fleethub.settings import Settings
 from fleethub.storage import migrate
 from fleethub.storage.commands import SqlCommandStore
+from fleethub.storage.lock import DatabaseLock, lock_database
 from fleethub.storage.missions import SqlMissionStore
 from fleethub.storage.sql import SqlStorage
 from fleethub.stream.hub import StreamHub
@@ -77,6 +78,7 @@ class Services:
     webhooks: WebhookService
     metrics: FleetMetrics = field(default_factory=FleetMetrics)
     observability: Observability | None = None
+    database_lock: DatabaseLock | None = None
 
     async def close(self) -> None:
         """Flush the writers, then close the backends in reverse build order."""
@@ -94,14 +96,26 @@ class Services:
         await self.bus.close()
         await self.live.close()
         await self.storage.close()
+        if self.database_lock is not None:
+            self.database_lock.release()
         logger.info("services_closed", extra={"node_id": self.node_id})
 
 
 async def build_services(
     settings: Settings, *, migrate_schema: bool = False
 ) -> Services:
-    """Build and start every part; raise :class:`SchemaOutOfDate` if needed."""
-    engine = create_engine_for(settings)
+    """Build and start every part; raise :class:`SchemaOutOfDate` if needed.
+
+    On a SQLite file this first takes the serving lock, and raises
+    :class:`~fleethub.storage.lock.DatabaseInUse` when another server holds it.
+    """
+    database_lock = lock_database(settings.database_url)
+    try:
+        engine = create_engine_for(settings)
+    except BaseException:
+        if database_lock is not None:
+            database_lock.release()
+        raise
     try:
         await _check_schema(engine, settings, migrate_schema)
         node_id = uuid.uuid4().hex[:12]
@@ -110,6 +124,8 @@ async def build_services(
         bus = await open_bus(settings, node_id)
     except BaseException:
         await engine.dispose()
+        if database_lock is not None:
+            database_lock.release()
         raise
     metrics = FleetMetrics()
     telemetry_writer = BatchWriter(
@@ -158,6 +174,7 @@ async def build_services(
         stream=stream,
         webhooks=webhooks,
         metrics=metrics,
+        database_lock=database_lock,
         **lifecycle,
         security=SecurityService(settings, storage.engine),
     )

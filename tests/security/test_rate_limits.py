@@ -78,11 +78,15 @@ async def test_websocket_messages_rate_limited_without_loss(tmp_path: Path) -> N
     assert stored == 8
 
 
-async def test_rate_limit_shared_across_processes(tmp_path: Path) -> None:
+async def test_rate_limit_shared_across_processes(
+    tmp_path: Path, postgres_url: str
+) -> None:
     """Two servers on one Redis count one key's requests against one budget."""
     prefix = unique_prefix()
+    # PostgreSQL, because two servers may not share a SQLite file.
     settings = secure_settings(
         tmp_path,
+        database_url=postgres_url,
         redis_url=redis_url_or_skip(),
         rate_limit_key_prefix=prefix,
         rate_limit_api="4/minute",

@@ -13,6 +13,7 @@ from fleethub.errors import FleethubError, StorageUnavailable
 from fleethub.services import SchemaOutOfDate
 from fleethub.settings import Settings
 from fleethub.storage import migrate
+from fleethub.storage.lock import lock_database
 
 
 async def check_schema(settings: Settings) -> None:
@@ -49,3 +50,19 @@ def exit_unless_schema_current(settings: Settings, console: Console) -> None:
     except FleethubError as exc:
         console.print(f"[red]Error:[/red] {exc.message}")
         raise typer.Exit(code=1) from None
+
+
+def exit_if_database_in_use(settings: Settings, console: Console) -> None:
+    """Print why and exit with status 1 when another server holds the SQLite file.
+
+    This only probes the lock and releases it, and the services take it again
+    when they start. A server that takes it in between still makes them fail,
+    but with uvicorn's start-up error in place of this message.
+    """
+    try:
+        lock = lock_database(settings.database_url)
+    except FleethubError as exc:
+        console.print(f"[red]Error:[/red] {exc.message}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    if lock is not None:
+        lock.release()

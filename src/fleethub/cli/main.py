@@ -94,7 +94,7 @@ def serve(
 ) -> None:
     """Run the fleethub server until interrupted."""
     from fleethub.api.app import create_app
-    from fleethub.cli.checks import exit_unless_schema_current
+    from fleethub.cli.checks import exit_if_database_in_use, exit_unless_schema_current
     from fleethub.cli.server import uvicorn_config
     from fleethub.security.config import ensure_safe_listen_address
 
@@ -111,6 +111,7 @@ def serve(
     except InsecureConfiguration as exc:
         console.print(f"[red]Error:[/] {exc.message}")
         raise typer.Exit(2) from None
+    exit_if_database_in_use(settings, console)
     if not migrate:
         exit_unless_schema_current(settings, console)
     fleet_app = create_app(
@@ -277,12 +278,15 @@ def demo(
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run fleethub on SQLite with a real robot log replayed and simulated robots."""
+    from fleethub.cli.checks import exit_if_database_in_use
     from fleethub.cli.demo import run_demo
 
     settings = build_settings(
         port=port, database_url=database_url, log_level=log_level or "WARNING"
     )
     configure_logging(settings.log_level, settings.log_format)
+    if database_url is not None:
+        exit_if_database_in_use(settings, console)
     try:
         asyncio.run(
             run_demo(
