@@ -24,16 +24,16 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
 from fleethub.api.app import create_app
-from fleethub.api.raw_frames import (
+from fleethub.cli.server import uvicorn_config
+from fleethub.client.robot import RobotClient
+from fleethub.testing import StateFactory, server_settings, wait_until
+from fleethub.transports.raw_frames import (
     ConnectionClosing,
     RawFrameWebSocketProtocol,
     RawFrameWriter,
     raw_writer,
     text_frame,
 )
-from fleethub.cli.server import uvicorn_config
-from fleethub.client.robot import RobotClient
-from fleethub.testing import StateFactory, server_settings, wait_until
 
 TIMEOUT_S = 10.0
 # Payload sizes around the 7-bit, 16-bit and 64-bit length encodings.

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleethub.api.raw_frames import text_frame
 from fleethub.bus.base import EVENTS, STATES
 from fleethub.bus.memory import MemoryBus
 from fleethub.errors import Overloaded
 from fleethub.stream.filters import StreamFilters
 from fleethub.stream.hub import Evicted, Position, StreamHub, Subscriber
 from fleethub.testing import wait_until
+from fleethub.transports.raw_frames import text_frame
 
 
 def state(number: int, robot_id: str = "r1") -> bytes:

@@ -27,12 +27,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import (
 
 from auth_helpers import robot_headers
 from fleethub.api.app import create_app
-from fleethub.api.raw_frames import RawFrameWebSocketProtocol
 from fleethub.cli.server import RunningServer, uvicorn_config
 from fleethub.client.robot import RobotClient
 from fleethub.models import utcnow
 from fleethub.protocol import Orientation, Position, RobotState, RobotStatus, Velocity
 from fleethub.settings import Settings
+from fleethub.transports.raw_frames import RawFrameWebSocketProtocol
 from fleethub.transports.websocket import INBOX_MAX_BYTES
 from security.support import secure_settings
 from support import (

@@ -10,9 +10,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from fleethub.api.app import create_app
-from fleethub.api.raw_frames import RawFrameWebSocketProtocol
 from fleethub.security.config import ensure_safe_listen_address
 from fleethub.settings import Settings
+from fleethub.transports.raw_frames import RawFrameWebSocketProtocol
 
 # The transport's hard frame limit sits above the protocol's, so an oversized
 # frame reaches fleethub and gets a structured error instead of a closed socket.

@@ -330,7 +330,7 @@ async def throttle_message(
     """Count one incoming WebSocket message; over the limit, say so and wait.
 
     The robot link calls this itself for the messages it reads past the
-    ASGI receive (see :mod:`fleethub.api.raw_frames`), so both paths send
+    ASGI receive (see :mod:`fleethub.transports.raw_frames`), so both paths send
     the same error frame and hold back the same way.
     """
     while (wait := await security.limiter.hit(principal)) is not None:

@@ -46,11 +46,11 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from fleethub.api.raw_frames import text_frame
 from fleethub.bus.base import EVENTS, STATES, EventBus, Subscription
 from fleethub.errors import Overloaded
 from fleethub.protocol import encode
 from fleethub.stream.filters import SEVERITY_RANK, StreamFilters
+from fleethub.transports.raw_frames import text_frame
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ code 1008), a newer connection for the same robot replaces this one (4001),
 or a frame is larger than the transport's hard limit (1009, from the server).
 
 Under ``fleethub serve`` the connection carries the raw-frame extension of
-:mod:`fleethub.api.raw_frames`. The link then writes its frames as pre-built
+:mod:`fleethub.transports.raw_frames`. The link then writes its frames as pre-built
 bytes and reads the robot's messages from the extension's inbox, which skips
 the per-message ASGI event dicts, queue and checks. Without the extension
 (another ASGI server, the in-process test client) it uses plain ASGI sends
@@ -28,14 +28,6 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from fleethub.api.raw_frames import (
-    ConnectionClosing,
-    Disconnected,
-    Inbox,
-    RawFrameWriter,
-    raw_writer,
-    text_frame,
-)
 from fleethub.errors import FleethubError, InvalidRobotId
 from fleethub.ids import validate_robot_id
 from fleethub.models import Event
@@ -50,6 +42,14 @@ from fleethub.protocol import (
     encode,
 )
 from fleethub.security.middleware import throttle_message
+from fleethub.transports.raw_frames import (
+    ConnectionClosing,
+    Disconnected,
+    Inbox,
+    RawFrameWriter,
+    raw_writer,
+    text_frame,
+)
 
 logger = logging.getLogger(__name__)
 

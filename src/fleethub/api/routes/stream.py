@@ -24,11 +24,11 @@ from fastapi import APIRouter, Request, WebSocket
 from sse_starlette import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from fleethub.api.raw_frames import raw_writer
 from fleethub.errors import FleethubError, InvalidInput
 from fleethub.security.middleware import WEBSOCKET_TOKEN_PARAMETER
 from fleethub.stream.filters import StreamFilters, parse_filters, query_values
 from fleethub.stream.hub import Evicted, StreamHub, Subscriber, decode_envelope
+from fleethub.transports.raw_frames import raw_writer
 
 logger = logging.getLogger(__name__)
 
