@@ -547,8 +547,8 @@ class HourlyRollups:
         """
         async with self._build_lock:
             # The long part, summarising the raw rows, runs in a read
-            # transaction: on SQLite a write transaction would hold the
-            # database's only write lock and stall the telemetry writer.
+            # transaction, because on SQLite a write transaction would hold
+            # the database's only write lock and stall the telemetry writer.
             async with self._connect() as conn:
                 spans = await self._spans(conn, robot_id, max_gap_s)
                 missing = missing_spans(start, end, spans)
@@ -568,7 +568,7 @@ class HourlyRollups:
             async with self._connect(write=True) as conn:
                 if self.dialect == "postgresql":
                     # Another process may have built some of these hours since
-                    # the read: the insert skips them, and the spans merge.
+                    # the read. The insert skips them, and the spans merge.
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:lock, hashtext(:robot))"),
                         {"lock": ROLLUP_LOCK_CLASS, "robot": robot_id},
@@ -608,11 +608,11 @@ class HourlyRollups:
 
 
 async def delete_rollups_before(conn: AsyncConnection, cutoff: datetime) -> None:
-    """Forget the rollups of every hour that starts before ``cutoff``.
+    """Delete the rollups of every hour that starts before ``cutoff``.
 
     Call it in the transaction that deletes the telemetry before ``cutoff``.
     The hour that contains ``cutoff`` goes too, because it loses some of its
-    rows; the next query rebuilds it from the rows that remain.
+    rows. The next query rebuilds it from the rows that remain.
     """
     kept_from = ceil_hour(cutoff.astimezone(UTC))
     await conn.execute(
