@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # Production backends: PostgreSQL pool and partitions, Redis
     # The hard cap on PostgreSQL connections per process. From 2 up, one of
     # them is the telemetry writer's own COPY connection and the pool gets the
-    # rest; at 1 the writer borrows the pool's only connection for each batch.
+    # rest. At 1, the writer borrows the pool's only connection for each batch.
     database_pool_size: int = Field(
         10,
         ge=1,

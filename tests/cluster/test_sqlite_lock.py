@@ -26,19 +26,28 @@ async def _migrate(url: str) -> None:
     assert result.exit_code == 0, result.output
 
 
+async def _start_on_migrated_file(
+    tmp_path: Path, name: str
+) -> tuple[str, ServeProcess]:
+    """Migrate a new SQLite file and start ``fleethub serve`` on it."""
+    url = _sqlite_url(tmp_path)
+    await _migrate(url)
+    return url, start_serve(tmp_path, name, database_url=url)
+
+
 async def _wait_for_exit(server: ServeProcess, timeout_s: float = 30.0) -> int:
     return await asyncio.to_thread(server.process.wait, timeout_s)
 
 
-async def test_second_in_process_server_is_refused(tmp_path: Path) -> None:
+async def test_second_in_process_server_rejected(tmp_path: Path) -> None:
     """A second build on the file fails with a stable code until the first closes."""
     settings = make_settings(tmp_path)
     first = await build_services(settings, migrate_schema=True)
     try:
-        with pytest.raises(DatabaseInUse) as refused:
+        with pytest.raises(DatabaseInUse) as rejected:
             await build_services(settings, migrate_schema=True)
-        assert refused.value.code == "database_in_use"
-        assert refused.value.details["lock_file"].endswith("fleethub.db.lock")
+        assert rejected.value.code == "database_in_use"
+        assert rejected.value.details["lock_file"].endswith("fleethub.db.lock")
     finally:
         await first.close()
     again = await build_services(settings)
@@ -68,10 +77,8 @@ async def test_postgres_takes_no_lock(tmp_path: Path, postgres_url: str) -> None
 
 
 async def test_second_serve_process_exits_with_message(tmp_path: Path) -> None:
-    """``fleethub serve`` on a file another server holds exits 1 with one line."""
-    url = _sqlite_url(tmp_path)
-    await _migrate(url)
-    first = start_serve(tmp_path, "first", database_url=url)
+    """``fleethub serve`` on a file another server has locked exits 1 with one line."""
+    url, first = await _start_on_migrated_file(tmp_path, "first")
     try:
         await wait_until_healthy(first)
         second = start_serve(tmp_path, "second", database_url=url)
@@ -92,9 +99,7 @@ async def test_second_serve_process_exits_with_message(tmp_path: Path) -> None:
 
 async def test_killed_server_leaves_no_stale_lock(tmp_path: Path) -> None:
     """The OS drops the lock of a process that dies without closing anything."""
-    url = _sqlite_url(tmp_path)
-    await _migrate(url)
-    first = start_serve(tmp_path, "first", database_url=url)
+    _, first = await _start_on_migrated_file(tmp_path, "first")
     try:
         await wait_until_healthy(first)
     finally:
@@ -106,9 +111,7 @@ async def test_killed_server_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 async def test_admin_commands_work_while_serving(tmp_path: Path) -> None:
     """Credential commands and migrate open the file directly and stay allowed."""
-    url = _sqlite_url(tmp_path)
-    await _migrate(url)
-    server = start_serve(tmp_path, "server", database_url=url)
+    url, server = await _start_on_migrated_file(tmp_path, "server")
     try:
         await wait_until_healthy(server)
         runner = CliRunner()

@@ -221,7 +221,7 @@ async def test_rows_after_rollup_are_counted(storage: SqlStorage) -> None:
 
 
 async def test_single_row_and_unknown_robot(storage: SqlStorage) -> None:
-    """One stored row gives one sample; a robot without rows gives zeros."""
+    """One stored row gives one sample, and a robot without rows gives zeros."""
     rows = [row("r1", T0 + timedelta(minutes=5), x=1.0, status="charging")]
     await storage.write_telemetry(rows)
 

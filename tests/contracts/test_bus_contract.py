@@ -66,8 +66,8 @@ async def test_wants_subscribed_channel(bus: EventBus) -> None:
 async def test_wants_without_subscribers(bus: EventBus) -> None:
     """Without local subscribers only a networked bus still wants messages.
 
-    The memory bus knows every subscriber, so it declines; the Redis bus
-    cannot see subscribers in other processes, so it always accepts.
+    The memory bus sees every subscriber, so it returns False. The Redis bus
+    cannot see subscribers in other processes, so it always returns True.
     """
     networked = isinstance(bus, RedisBus)
     assert bus.wants(STATES) is networked

@@ -85,7 +85,7 @@ async def test_bulk_rows_queryable_by_time(storage: SqlStorage) -> None:
 
 
 async def test_bulk_multi_statement_batch(storage: SqlStorage) -> None:
-    """A batch larger than one statement holds is stored whole and in order."""
+    """A batch larger than one statement can insert is stored whole and in order."""
     count = 2 * MAX_ROWS_PER_STATEMENT + 3
     rows = [make_row(second, None) for second in range(count)]
     await storage.write_telemetry(rows)

@@ -154,7 +154,7 @@ async def test_concurrent_maintenance_creates_once(
 async def test_retention_drops_rollups_of_dropped_hours(
     storage: PostgresStorage,
 ) -> None:
-    """Retention forgets the rollups of hours that lose rows; analytics follow."""
+    """Retention deletes the rollups of hours that lose rows, and analytics follow."""
     await storage.ensure_partitions(1, today=DAY)
     next_day = DAY + timedelta(days=1)
     rows = [

@@ -81,8 +81,8 @@ class EventBus(Protocol):
         """Return whether a message published on ``channel`` may reach anyone.
 
         False means no subscriber anywhere would get it, so a publisher may
-        skip encoding the message at all. A bus that cannot know (other
-        processes may be listening) answers True.
+        skip encoding the message at all. A bus that cannot tell, because other
+        processes may be listening, returns True.
         """
 
     def subscribe(self, channels: frozenset[str], maxsize: int = 1000) -> Subscription:

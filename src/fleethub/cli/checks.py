@@ -53,7 +53,7 @@ def exit_unless_schema_current(settings: Settings, console: Console) -> None:
 
 
 def exit_if_database_in_use(settings: Settings, console: Console) -> None:
-    """Print why and exit with status 1 when another server holds the SQLite file.
+    """Print why and exit with status 1 when another server has locked the SQLite file.
 
     This only probes the lock and releases it, and the services take it again
     when they start. A server that takes it in between still makes them fail,

@@ -32,7 +32,7 @@ STORAGE_FAILURE_LOG_INTERVAL_S = 30.0
 
 
 class StorageFailureLog:
-    """Log a rate-limit storage outage without one line per failed check.
+    """Outage log for the rate-limit storage, without one line per failed check.
 
     ``failed_open_total`` counts every check let through because the storage
     failed, over the life of the process, for the metrics.

@@ -107,7 +107,7 @@ def _day_start(day: date) -> datetime:
 
 
 def _encode_row(row: TelemetryRow) -> tuple[object, ...]:
-    """Turn a row into COPY values; ``lidar_ranges`` is a json column, so text.
+    """Turn a row into COPY values, with ``lidar_ranges`` as text for its json column.
 
     msgspec encodes a 180-beam scan about 3x faster than the standard json
     module, which matters because encoding is most of a batch's CPU time.
@@ -125,7 +125,7 @@ class CopyConnection:
     between batches, so a batch costs only the two round trips of COPY.
 
     When the connection fails, :meth:`copy` drops it and raises
-    :class:`~fleethub.errors.StorageUnavailable`; the next call opens a new
+    :class:`~fleethub.errors.StorageUnavailable`. The next call opens a new
     one. The caller (the telemetry writer) supplies the retry and back-off.
     """
 

@@ -1,7 +1,7 @@
 """Per-robot, per-hour telemetry rollups behind ``GET /api/robots/{id}/analytics``.
 
 Every analytics figure is a sum over samples or over pairs of consecutive
-samples, so it splits exactly by time. One ``telemetry_rollups`` row holds,
+samples, so it splits exactly by time. One ``telemetry_rollups`` row contains,
 for one robot, one gap setting and one UTC hour, the sums over the hour's
 samples and over the pairs inside the hour, plus the hour's first and last
 sample. A query over ``[start, end)`` reads the rollups of the whole hours in
@@ -81,7 +81,7 @@ ROLLUP_LOCK_CLASS = 0x726F6C6C  # "roll"
 # sample is in the same hour when the step is no longer than the time since
 # the hour began. The last sample's columns are bare columns next to the one
 # max() aggregate, and SQLite documents that such columns come from the row
-# that holds the maximum. That saves a lead() window. The ROWS frame does not
+# that contains the maximum. That saves a lead() window. The ROWS frame does not
 # change lag(), but makes SQLite keep a smaller window.
 _EPOCH_US_SQLITE = (
     "(unixepoch(substr(ts, 1, 19)) * 1000000 + CAST(substr(ts, 21, 6) AS INTEGER))"
@@ -246,7 +246,7 @@ class Piece:
 
 
 def parse_time(value: Any) -> datetime:
-    """Read a timestamp as aware UTC; SQLite returns naive values or text."""
+    """Read a timestamp as aware UTC, because SQLite returns naive values or text."""
     if not isinstance(value, datetime):
         value = datetime.fromisoformat(str(value))
     if value.tzinfo is None:
@@ -393,7 +393,7 @@ class HourlyRollups:
             range_start = max(range_start, floor_hour(first_ts))
             range_end = min(range_end, last_ts + timedelta(microseconds=1))
             whole_start = ceil_hour(range_start)
-            # Hours before the one holding the newest row are final.
+            # Hours before the one containing the newest row are final.
             whole_end = min(floor_hour(range_end), floor_hour(last_ts))
             if whole_start >= whole_end:
                 pieces = await self._summarise(
@@ -456,13 +456,13 @@ class HourlyRollups:
                     if await self.build_final(robot_id, max_gap_s):
                         built.append(robot_id)
                 except DBAPIError as exc:
-                    # A statement failed for this robot: log it, go on with the rest.
+                    # A statement failed for this robot, so log it and go on.
                     logger.warning(
                         "analytics_rollups_failed",
                         extra={"robot_id": robot_id, "error": str(exc)},
                     )
         except StorageUnavailable as exc:
-            # The database is gone: one line per pass, not one per robot.
+            # The database is unreachable, so log one line per pass, not per robot.
             logger.warning("analytics_rollups_failed", extra={"error": exc.message})
         if built:
             logger.info("analytics_rollups_built", extra={"robot_ids": built})
@@ -547,8 +547,8 @@ class HourlyRollups:
         """
         async with self._build_lock:
             # The long part, summarising the raw rows, runs in a read
-            # transaction: on SQLite a write transaction would hold the
-            # database's only write lock and stall the telemetry writer.
+            # transaction, because on SQLite a write transaction would hold
+            # the database's only write lock and stall the telemetry writer.
             async with self._connect() as conn:
                 spans = await self._spans(conn, robot_id, max_gap_s)
                 missing = missing_spans(start, end, spans)
@@ -568,7 +568,7 @@ class HourlyRollups:
             async with self._connect(write=True) as conn:
                 if self.dialect == "postgresql":
                     # Another process may have built some of these hours since
-                    # the read: the insert skips them, and the spans merge.
+                    # the read. The insert skips them, and the spans merge.
                     await conn.execute(
                         text("SELECT pg_advisory_xact_lock(:lock, hashtext(:robot))"),
                         {"lock": ROLLUP_LOCK_CLASS, "robot": robot_id},
@@ -608,11 +608,11 @@ class HourlyRollups:
 
 
 async def delete_rollups_before(conn: AsyncConnection, cutoff: datetime) -> None:
-    """Forget the rollups of every hour that starts before ``cutoff``.
+    """Delete the rollups of every hour that starts before ``cutoff``.
 
     Call it in the transaction that deletes the telemetry before ``cutoff``.
     The hour that contains ``cutoff`` goes too, because it loses some of its
-    rows; the next query rebuilds it from the rows that remain.
+    rows. The next query rebuilds it from the rows that remain.
     """
     kept_from = ceil_hour(cutoff.astimezone(UTC))
     await conn.execute(
