@@ -297,6 +297,39 @@ async def test_background_task_rolls_up_final_hours(storage: SqlStorage) -> None
     assert_same(result, expected_analytics(rows, None, None))
 
 
+async def test_background_task_survives_failed_pass(storage: SqlStorage) -> None:
+    """A pass that fails unexpectedly is logged and the next pass still runs."""
+    rows = hand_made_rows("r1")
+    await storage.ensure_robot("r1", T0)
+    await storage.write_telemetry(rows)
+    expected_hours = sorted(
+        {floor_hour(r.ts) for r in rows if floor_hour(r.ts) < floor_hour(rows[-1].ts)}
+    )
+    calls = 0
+
+    async def robot_ids_failing_once() -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("robot list unavailable")
+        return await storage.robot_ids()
+
+    task = asyncio.create_task(
+        storage.rollups.run(robot_ids_failing_once, MAX_GAP_S, interval_s=0.01)
+    )
+    try:
+        await wait_for(
+            lambda: rollup_hours_are(storage, "r1", expected_hours), timeout_s=30
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert calls >= 2
+    assert await rollup_hours(storage, "r1") == expected_hours
+
+
 async def rollup_hours_are(
     storage: SqlStorage, robot_id: str, hours: list[datetime]
 ) -> bool:

@@ -443,7 +443,12 @@ class HourlyRollups:
     ) -> None:
         """Roll up the final hours of every robot now, then every ``interval_s``."""
         while True:
-            await self._run_once(robot_ids, max_gap_s)
+            try:
+                await self._run_once(robot_ids, max_gap_s)
+            except Exception:
+                # An unexpected error must not end the background pass for
+                # good: requests would still build rollups, but slowly.
+                logger.exception("analytics_rollups_pass_failed")
             await asyncio.sleep(interval_s)
 
     async def _run_once(
