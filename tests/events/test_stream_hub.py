@@ -309,7 +309,7 @@ def test_hub_limits_subscribers() -> None:
 
 
 class RecordingWriter:
-    """A frame writer that keeps what it is given, or refuses while told to."""
+    """A frame writer that keeps what it is given, or rejects writes while told to."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -342,8 +342,8 @@ async def test_hub_writes_frames_on_its_ticks(bus: MemoryBus) -> None:
     await hub.close()
 
 
-async def test_refused_write_keeps_the_cursor(bus: MemoryBus) -> None:
-    """A refused write is retried later from the same place; a closed one stops."""
+async def test_rejected_write_keeps_the_cursor(bus: MemoryBus) -> None:
+    """A rejected write is retried from the same place, and a closed one stops."""
     hub = await started(bus, max_states=100)
     writer = RecordingWriter()
     reader = hub.connect(StreamFilters())
@@ -381,8 +381,8 @@ async def test_subscribe_moves_a_pushed_subscriber(bus: MemoryBus) -> None:
     await hub.close()
 
 
-async def test_refused_write_keeps_rate_limited_states(bus: MemoryBus) -> None:
-    """A rate-limited state kept in a refused write is written on the retry."""
+async def test_rejected_write_keeps_rate_limited_states(bus: MemoryBus) -> None:
+    """A rate-limited state kept in a rejected write is written on the retry."""
     now = [100.0]
     hub = StreamHub(bus, max_states=10, clock=lambda: now[0])
     hub.start()

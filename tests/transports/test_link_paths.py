@@ -1,7 +1,7 @@
 """The robot link over both of its socket paths, on a real uvicorn server.
 
 Under fleethub's own protocol the link reads from the raw-frame inbox and
-writes pre-built frames; under uvicorn's plain protocol it falls back to
+writes pre-built frames. Under uvicorn's plain protocol it falls back to
 ASGI receives and sends. Every test here runs on both and expects the same
 behaviour from the robot's side.
 """
@@ -232,7 +232,7 @@ async def test_invalid_utf8_text_frame_closes_with_1007(server: RunningServer) -
     """A text frame that is not UTF-8 closes the connection with 1007."""
     async with open_robot_socket(server.ws_url, "r1") as robot:
         connection = robot.connection
-        # The client library refuses to build such a frame from a str.
+        # The client library rejects building such a frame from a str.
         connection.protocol.send_text(b"\xff\xfe\xfd")
         connection.send_data()
         with contextlib.suppress(websockets.ConnectionClosed):
