@@ -66,7 +66,7 @@ def read_all(hub: StreamHub, subscriber: Subscriber) -> list[bytes]:
 
 
 async def test_oldest_states_drop_first(bus: MemoryBus) -> None:
-    """The log keeps the latest states; a reader behind it gets the count first."""
+    """The log keeps the latest states, and a reader behind gets the count first."""
     hub = await started(bus)
     reader = hub.connect(StreamFilters())
     await publish(hub, *[(STATES, state(number)) for number in range(10)])
@@ -121,7 +121,7 @@ async def test_lost_event_evicts_only_those_who_wanted_it(bus: MemoryBus) -> Non
 
 
 async def test_reader_that_keeps_up_loses_no_event(bus: MemoryBus) -> None:
-    """A reader that reads between bursts sees every event, however many pass."""
+    """A reader that reads between bursts gets every event, however many pass."""
     hub = await started(bus, max_events=2)
     reader = hub.connect(StreamFilters())
     seen: list[bytes] = []
