@@ -94,8 +94,8 @@ class RawFrameWriter:
 
         Messages and the disconnect that uvicorn already queued move to the
         inbox first, so nothing is lost or reordered. After this, the
-        application reads with :meth:`Inbox.get` only; the ASGI receive
-        would wait forever. Reading pauses while the inbox holds
+        application reads with :meth:`Inbox.get` only, because the ASGI
+        receive would wait forever. Reading pauses while the inbox contains
         ``max_messages`` messages or ``max_bytes`` bytes. The messages of
         the read that crossed the bound are kept, as uvicorn keeps them in
         its queue, so the inbox can exceed it by one socket read.
