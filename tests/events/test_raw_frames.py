@@ -81,7 +81,7 @@ async def write_all(writer: RawFrameWriter, frames: bytes) -> None:
 async def test_frames_of_every_length_reach_a_websockets_client() -> None:
     """Raw frames of every length encoding, between ASGI sends and pings, arrive."""
     expected: list[bytes] = []
-    refused_after_close: list[bool] = []
+    rejected_after_close: list[bool] = []
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -101,7 +101,7 @@ async def test_frames_of_every_length_reach_a_websockets_client() -> None:
         try:
             writer.write(text_frame(b"late"), 1 << 20)
         except ConnectionClosing:
-            refused_after_close.append(True)
+            rejected_after_close.append(True)
 
     received: list[bytes] = []
     # A 10 ms keep-alive puts the server's pings between the raw frames.
@@ -115,10 +115,10 @@ async def test_frames_of_every_length_reach_a_websockets_client() -> None:
             await ws.send("done")
 
     assert received == expected
-    await wait_until(lambda: refused_after_close)
+    await wait_until(lambda: rejected_after_close)
 
 
-async def test_writer_refuses_a_peer_that_stopped_reading() -> None:
+async def test_writer_rejects_a_peer_that_stopped_reading() -> None:
     """Writes stop once the peer is behind, and fail once the socket closes."""
     outcome: dict[str, Any] = {}
     frame = text_frame(b"y" * 65_536)
@@ -137,7 +137,7 @@ async def test_writer_refuses_a_peer_that_stopped_reading() -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(websocket.close(4008, "too_slow"), 0.2)
 
-    def refused(writer: RawFrameWriter) -> bool:
+    def rejected(writer: RawFrameWriter) -> bool:
         try:
             writer.write(b"", 1 << 30)
         except ConnectionClosing:
@@ -148,7 +148,7 @@ async def test_writer_refuses_a_peer_that_stopped_reading() -> None:
         sock = open_unread_socket(port)
         try:
             writer = await wait_until(lambda: outcome.get("writer"), TIMEOUT_S)
-            await wait_until(lambda: refused(writer), TIMEOUT_S)
+            await wait_until(lambda: rejected(writer), TIMEOUT_S)
         finally:
             sock.close()
 
@@ -156,7 +156,7 @@ async def test_writer_refuses_a_peer_that_stopped_reading() -> None:
     assert 0 < outcome["written"] < 10_000
 
 
-async def fill_and_refuse(websocket: WebSocket) -> None:
+async def fill_and_reject(websocket: WebSocket) -> None:
     """Accept, then write until the peer is behind."""
     await websocket.accept()
     writer = raw_writer(websocket.scope)
@@ -180,7 +180,7 @@ async def test_close_drops_a_peer_that_stopped_reading(monkeypatch: Any) -> None
     monkeypatch.setattr(RawFrameWebSocketProtocol, "abort_after_s", 0.05)
 
     async def endpoint(websocket: WebSocket) -> None:
-        await fill_and_refuse(websocket)
+        await fill_and_reject(websocket)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(websocket.close(4008, "too_slow"), 0.2)
 
@@ -200,7 +200,7 @@ async def test_shutdown_drops_a_peer_that_stopped_reading(monkeypatch: Any) -> N
     filled = asyncio.Event()
 
     async def endpoint(websocket: WebSocket) -> None:
-        await fill_and_refuse(websocket)
+        await fill_and_reject(websocket)
         filled.set()
         await websocket.receive()
 

@@ -66,7 +66,7 @@ def read_all(hub: StreamHub, subscriber: Subscriber) -> list[bytes]:
 
 
 async def test_oldest_states_drop_first(bus: MemoryBus) -> None:
-    """The log keeps the latest states; a reader behind it gets the count first."""
+    """The log keeps the latest states, and a reader behind gets the count first."""
     hub = await started(bus)
     reader = hub.connect(StreamFilters())
     await publish(hub, *[(STATES, state(number)) for number in range(10)])
@@ -121,7 +121,7 @@ async def test_lost_event_evicts_only_those_who_wanted_it(bus: MemoryBus) -> Non
 
 
 async def test_reader_that_keeps_up_loses_no_event(bus: MemoryBus) -> None:
-    """A reader that reads between bursts sees every event, however many pass."""
+    """A reader that reads between bursts gets every event, however many pass."""
     hub = await started(bus, max_events=2)
     reader = hub.connect(StreamFilters())
     seen: list[bytes] = []
@@ -309,7 +309,7 @@ def test_hub_limits_subscribers() -> None:
 
 
 class RecordingWriter:
-    """A frame writer that keeps what it is given, or refuses while told to."""
+    """A frame writer that keeps what it is given, or rejects writes while told to."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
@@ -342,8 +342,8 @@ async def test_hub_writes_frames_on_its_ticks(bus: MemoryBus) -> None:
     await hub.close()
 
 
-async def test_refused_write_keeps_the_cursor(bus: MemoryBus) -> None:
-    """A refused write is retried later from the same place; a closed one stops."""
+async def test_rejected_write_keeps_the_cursor(bus: MemoryBus) -> None:
+    """A rejected write is retried from the same place, and a closed one stops."""
     hub = await started(bus, max_states=100)
     writer = RecordingWriter()
     reader = hub.connect(StreamFilters())
@@ -381,8 +381,8 @@ async def test_subscribe_moves_a_pushed_subscriber(bus: MemoryBus) -> None:
     await hub.close()
 
 
-async def test_refused_write_keeps_rate_limited_states(bus: MemoryBus) -> None:
-    """A rate-limited state kept in a refused write is written on the retry."""
+async def test_rejected_write_keeps_rate_limited_states(bus: MemoryBus) -> None:
+    """A rate-limited state kept in a rejected write is written on the retry."""
     now = [100.0]
     hub = StreamHub(bus, max_states=10, clock=lambda: now[0])
     hub.start()

@@ -1,7 +1,7 @@
 """The robot link over both of its socket paths, on a real uvicorn server.
 
 Under fleethub's own protocol the link reads from the raw-frame inbox and
-writes pre-built frames; under uvicorn's plain protocol it falls back to
+writes pre-built frames. Under uvicorn's plain protocol it falls back to
 ASGI receives and sends. Every test here runs on both and expects the same
 behaviour from the robot's side.
 """
@@ -138,7 +138,7 @@ async def test_many_states_in_order(
 async def test_full_writer_pauses_reading_and_loses_nothing(
     tmp_path: Path, path: str
 ) -> None:
-    """A stalled writer stops the link reading and the socket pausing; none lost."""
+    """A stalled writer pauses the link and the socket reads, and loses no state."""
     settings = make_settings(tmp_path, writer_max_buffer=100, writer_batch_size=10)
     database = settings.database_url.removeprefix("sqlite+aiosqlite:///")
     states = 600
@@ -204,7 +204,10 @@ async def test_abrupt_drop_mid_stream(
 
 
 async def test_oversize_frames(server: RunningServer, settings: Settings) -> None:
-    """Over max_frame_bytes: an error and the link stays; over the hard limit: 1009."""
+    """A frame over max_frame_bytes gets an error, and the link stays open.
+
+    A frame over the hard limit closes the connection with 1009.
+    """
     limit = settings.max_frame_bytes
     async with open_robot_socket(server.ws_url, "r1") as robot:
         await robot.send_raw("x" * (limit + 1))
@@ -217,7 +220,10 @@ async def test_oversize_frames(server: RunningServer, settings: Settings) -> Non
 
 
 async def test_binary_frames(server: RunningServer) -> None:
-    """A binary frame is parsed as UTF-8 JSON; a bad one gets an error, link stays."""
+    """A binary frame is parsed as UTF-8 JSON.
+
+    An invalid one gets an error, and the link stays open.
+    """
     async with open_robot_socket(server.ws_url, "r1") as robot:
         await robot.send_raw(b"\xff\xfe not json")
         error = await robot.read_until(lambda frame: frame["type"] == "error")
@@ -232,7 +238,7 @@ async def test_invalid_utf8_text_frame_closes_with_1007(server: RunningServer) -
     """A text frame that is not UTF-8 closes the connection with 1007."""
     async with open_robot_socket(server.ws_url, "r1") as robot:
         connection = robot.connection
-        # The client library refuses to build such a frame from a str.
+        # The client library cannot build such a frame from a str, so send bytes.
         connection.protocol.send_text(b"\xff\xfe\xfd")
         connection.send_data()
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -242,7 +248,7 @@ async def test_invalid_utf8_text_frame_closes_with_1007(server: RunningServer) -
 
 
 async def test_rate_limit_on_both_paths(tmp_path: Path, path: str) -> None:
-    """The per-robot limit holds back messages with rate_limited frames, losing none."""
+    """The per-robot limit delays messages with rate_limited frames, losing none."""
     settings = secure_settings(tmp_path, rate_limit_robot="4/second")
     async with serve(settings, path) as server:
         headers = await robot_headers(server, "fast-robot")

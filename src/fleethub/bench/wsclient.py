@@ -122,7 +122,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._handshaken and not self._buffer:
-            # Most reads hold whole frames: parse them in place, keep the rest.
+            # Most reads contain whole frames: parse them in place, keep the rest.
             end = self._read_frames(data, self._clock())
             if end < len(data):
                 self._buffer += data[end:]

@@ -1,10 +1,10 @@
 """Fan states and events from the bus out to operator subscribers.
 
-One task reads the bus and appends each message to a shared broadcast log;
-publishing a message costs the same with one subscriber or a thousand.
+One task reads the bus and appends each message to a shared broadcast log,
+so publishing a message costs the same with one subscriber or a thousand.
 Messages are the bus's JSON bytes, shared and never copied per subscriber.
 The log keeps the last ``max_states`` states and, separately, the last
-``max_events`` events. Each subscriber only holds a cursor into it, and its
+``max_events`` events. Each subscriber keeps only a cursor into it, and its
 filters are applied when it reads, not when a message is published.
 
 Senders wait on the hub's tick: one shared event, set at most every
@@ -23,13 +23,13 @@ Falling behind:
   log gets ``{"type": "missed", "states": N}`` before its next messages. N
   counts every state published that left the log before the subscriber read
   it, whatever the subscriber's filters (with ``robot_ids`` filters it is an
-  upper bound of what it would have received);
+  upper bound of what it would have received).
 - events: never dropped. A subscriber that has not read an event it wants by
   the time that event leaves the log, or whose unreported missed states
   exceed ``max_missed``, is evicted: it gets no more messages and its
   connection is closed.
 
-So the hub holds at most ``max_states + max_events`` messages whatever the
+So the hub keeps at most ``max_states + max_events`` messages whatever the
 number of subscribers, and at most ``max_subscribers`` subscribers.
 Publishing never waits for a subscriber.
 """
@@ -59,13 +59,13 @@ logger = logging.getLogger(__name__)
 HUB_BUS_QUEUE = 100_000
 
 # A subscriber written to directly gets nothing more while this many bytes
-# wait unsent in its socket; meanwhile it falls behind the log like any slow
-# reader. The same as the transport's default high-water mark, where plain
+# wait unsent in its socket. Meanwhile it falls behind the log like any slow
+# reader. The value is the same as the transport's default high-water mark, where plain
 # ASGI sends start to wait.
 MAX_UNSENT_BYTES = 64 * 1024
 
-# How often, at most, the hub looks for subscribers that missed too many
-# states. Eviction is a bound on memory and wasted work, not a deadline.
+# Minimum interval between the hub's checks for subscribers that missed too
+# many states. Eviction is a bound on memory and wasted work, not a deadline.
 SWEEP_INTERVAL_S = 0.05
 
 
@@ -199,9 +199,9 @@ class BroadcastLog:
 
 
 class Payload:
-    """What one read hands a sender; shared by subscribers that read the same.
+    """Messages of one read, shared by subscribers that read the same range.
 
-    ``messages`` holds the ``missed`` notice, if any, then the messages in
+    ``messages`` contains the ``missed`` notice, if any, then the messages in
     log order. The batch frame is built once, on first use.
     """
 

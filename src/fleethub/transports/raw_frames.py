@@ -53,7 +53,7 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class ConnectionClosing(ConnectionError):
-    """The connection is closing or closed; no more frames can be written."""
+    """Raised when the connection is closing or closed and takes no more frames."""
 
 
 class RawFrameWriter:
@@ -94,8 +94,8 @@ class RawFrameWriter:
 
         Messages and the disconnect that uvicorn already queued move to the
         inbox first, so nothing is lost or reordered. After this, the
-        application reads with :meth:`Inbox.get` only; the ASGI receive
-        would wait forever. Reading pauses while the inbox holds
+        application reads with :meth:`Inbox.get` only, because the ASGI
+        receive would wait forever. Reading pauses while the inbox contains
         ``max_messages`` messages or ``max_bytes`` bytes. The messages of
         the read that crossed the bound are kept, as uvicorn keeps them in
         its queue, so the inbox can exceed it by one socket read.
@@ -117,7 +117,7 @@ class Inbox:
 
     The protocol appends and the application takes, both on the event loop.
     The protocol also hands over each ``websocket.disconnect`` event it
-    would have queued for ASGI, so the inbox stands in for uvicorn's queue:
+    would have queued for ASGI, so the inbox replaces uvicorn's queue:
     :meth:`put_nowait` is the one call the protocol makes on it.
     """
 
@@ -252,7 +252,7 @@ class RawFrameWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][RAW_FRAMES_EXTENSION] = RawFrameWriter(self)
 
     def open_for_frames(self) -> bool:
-        """Whether data frames may be written now."""
+        """Return whether data frames may be written now."""
         return (
             self.handshake_complete
             and self.initial_response is None

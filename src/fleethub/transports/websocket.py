@@ -62,12 +62,12 @@ CLOSE_REPLACED = 4001
 MAX_QUEUED_ERRORS = 256
 
 # Reading from the robot pauses while this many messages, or bytes, wait in
-# the connection's inbox for the link; TCP flow control then slows the robot.
+# the connection's inbox for the link, so TCP flow control slows the robot.
 INBOX_MAX_MESSAGES = 64
 INBOX_MAX_BYTES = 1 << 20
 
 # Raw writes wait only for the transport's own high-water mark, like an
-# ASGI send: robot frames are never dropped, so no lower bound of ours.
+# ASGI send. Robot frames are never dropped, so the link sets no lower bound.
 _NO_BUFFER_LIMIT = 1 << 62
 
 
@@ -130,7 +130,7 @@ class WebSocketRobotLink:
             logger.debug("robot_send_failed", extra={"robot_id": self.robot_id})
 
     def _take_outbox(self) -> list[bytes]:
-        # Most wake-ups carry only an acknowledgement; skip the empty queues.
+        # Most wake-ups carry only an acknowledgement, so skip the empty queues.
         frames: list[bytes] = []
         if self._errors:
             frames.extend(self._errors)
@@ -248,8 +248,8 @@ async def _receive_loop(services: Any, link: WebSocketRobotLink) -> None:
 async def _inbox_loop(services: Any, link: WebSocketRobotLink, inbox: Inbox) -> None:
     """Read from the inbox, applying the rate limit the ASGI receive would have."""
     websocket = link.websocket
-    # The security middleware stores the principal when authentication is on;
-    # that is exactly when its receive wrapper would count each message.
+    # The security middleware stores the principal only when authentication is
+    # on, which is exactly when its receive wrapper would count each message.
     principal = None
     security = None
     if services.settings.auth_enabled:

@@ -110,7 +110,7 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber) -> None:
     tasks = {receiver, evicted}
     writer = raw_writer(websocket.scope)
     if writer is not None:
-        # The hub writes pre-built frames itself on its ticks: no task per
+        # The hub writes pre-built frames itself on its ticks, so no task per
         # subscriber wakes up for each tick.
         hub.push_to(subscriber, writer)
     else:
